@@ -1,0 +1,146 @@
+"""check_kolab_imap: can a user log in over IMAP and open a folder?
+
+`IMAP OK - user1@example.org logged in, INBOX 3 messages, 0.012 s | time=0.012s;1;2;0 ...`
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
+
+from kolabmon import runtime
+
+if TYPE_CHECKING:
+    import nagiosplugin
+
+SERVICE = "IMAP"
+
+
+# --- acquire -------------------------------------------------------------------------------
+
+
+class ImapLogin:
+    """Connects (plain, STARTTLS or IMAPS), logs in, selects a folder read-only."""
+
+    name = SERVICE
+
+    def __init__(self, args: argparse.Namespace, clock: runtime.Clock) -> None:
+        self.args, self.clock = args, clock
+        self.messages: int | None = None
+
+    def probe(self) -> Iterator[nagiosplugin.Metric]:
+        import imaplib
+
+        import imapclient
+        import nagiosplugin
+
+        from kolabmon import tls
+
+        args, clock = self.args, self.clock
+        ssl_context = tls.context(args.ca_file, args.insecure) if args.tls or args.starttls else None
+        try:
+            clock.enter("connecting")
+            client = imapclient.IMAPClient(args.hostname, port=args.port, ssl=args.tls,
+                                           ssl_context=ssl_context, timeout=clock.remaining())
+        except imaplib.IMAP4.error as exc:
+            raise runtime.PluginError(f"unexpected greeting from the server: {_text(exc)}") from None
+        try:
+            if args.starttls:
+                clock.enter("starting TLS")
+                client.starttls(ssl_context)
+            cert_days = _cert_days(client) if ssl_context else None
+            if args.user:
+                clock.enter("logging in")
+                client.socket().settimeout(clock.remaining())
+                client.login(args.user, args.password)
+                clock.enter(f"selecting {args.folder}")
+                client.socket().settimeout(clock.remaining())
+                self.messages = int(client.select_folder(args.folder, readonly=True)[b"EXISTS"])
+            elapsed = clock.elapsed()
+            clock.enter("logging out")
+            _logout(client)
+        except imapclient.exceptions.LoginError as exc:
+            raise runtime.PluginError(f"login failed for {args.user}: {_text(exc)}") from None
+        except imaplib.IMAP4.error as exc:
+            raise runtime.PluginError(f"IMAP error while {clock.step}: {_text(exc)}") from None
+        finally:
+            _close(client)
+        yield nagiosplugin.Metric("time", round(elapsed, 6), "s", min=0)
+        if self.messages is not None:
+            yield nagiosplugin.Metric("messages", self.messages, min=0, context="messages")
+        if cert_days is not None:
+            yield nagiosplugin.Metric("cert_days", cert_days, min=None, context="cert_days")
+
+
+def _cert_days(client: object) -> float:
+    from kolabmon import tls
+
+    return tls.days_left(client.socket())  # type: ignore[attr-defined]
+
+
+def _text(exc: Exception) -> str:
+    text = str(exc.args[0] if exc.args else exc)
+    if text.startswith(("b'", 'b"')):
+        text = text[2:-1]
+    return text[:200]
+
+
+def _logout(client: object) -> None:
+    try:
+        client.logout()  # type: ignore[attr-defined]
+    except Exception:  # the answer is already measured; a rude BYE is not the user's problem
+        pass
+
+
+def _close(client: object) -> None:
+    try:
+        client.shutdown()  # type: ignore[attr-defined]
+    except Exception:  # already closed by logout
+        pass
+
+
+# --- evaluate ------------------------------------------------------------------------------
+
+
+def contexts(args: argparse.Namespace) -> list[object]:
+    return [runtime.threshold("time", args.warning, args.critical),
+            runtime.plain("messages"),
+            runtime.days_left(args.cert_warning, args.cert_critical)]
+
+
+# --- present -------------------------------------------------------------------------------
+
+
+def present(args: argparse.Namespace) -> object:
+    def line(results: nagiosplugin.Results) -> str:
+        parts = [f"{args.user} logged in" if args.user else f"{args.hostname} answered"]
+        if "messages" in results:
+            parts.append(f"{args.folder} {results['messages'].metric.value} messages")
+        if "cert_days" in results:
+            parts.append(f"certificate valid {results['cert_days'].metric.value:.0f} more days")
+        parts.append(f"{results['time'].metric.value:.3f} s")
+        return ", ".join(parts)
+    return line
+
+
+# --- wire ----------------------------------------------------------------------------------
+
+
+def make_parser() -> runtime.Parser:
+    p = runtime.parser(SERVICE, "Log in to an IMAP server as a test user and select a folder.",
+                       default_port=143)
+    runtime.add_auth(p, "user to log in as (without it: connect and read the greeting only)")
+    runtime.add_tls(p)
+    p.add_argument("--folder", default="INBOX", help="folder to select (default INBOX)")
+    return p
+
+
+def build(args: argparse.Namespace, clock: runtime.Clock) -> nagiosplugin.Check:
+    if args.port is None:
+        args.port = 993 if args.tls else 143
+    return runtime.check(ImapLogin(args, clock), contexts(args), present(args))  # type: ignore[arg-type]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return runtime.main(SERVICE, build, make_parser, argv, logs_in=lambda args: bool(args.user))
