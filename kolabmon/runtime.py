@@ -53,10 +53,10 @@ _RANGE = re.compile(rf"@?(?:(~|{_NUMBER})?:)?({_NUMBER})?")
 def nagios_range(text: str) -> str:
     """Validate a Nagios range (`10`, `10:`, `~:10`, `@10:20`) and return it unchanged."""
     match = _RANGE.fullmatch(text)
-    if not text or not match:
+    if not match or not any(match.groups()):
         raise argparse.ArgumentTypeError(f"invalid range {text!r} (Nagios syntax: 10, 10:, ~:10, @10:20)")
     start, end = match.groups()
-    if start not in (None, "~") and end is not None and float(start) > float(end):
+    if start != "~" and end is not None and float(start or 0) > float(end):
         raise argparse.ArgumentTypeError(f"invalid range {text!r}: start is greater than end")
     return text
 
@@ -147,7 +147,7 @@ def parse(p: Parser, argv: Sequence[str] | None,
     if args.help or args.version:
         return args
     for name in required:
-        if getattr(args, name) in (None, ""):
+        if getattr(args, name) is None:
             flag = next(a.option_strings for a in p._actions if a.dest == name)
             raise UsageError(f"missing {'/'.join(flag)}")
     if getattr(args, "ca_file", None) and not os.access(args.ca_file, os.R_OK):
@@ -203,6 +203,11 @@ class Clock:
     def elapsed(self) -> float:
         return time.monotonic() - self.start
 
+    def since(self, step: str) -> float:
+        """Seconds since `step` was entered: response times start at the connect, not at import."""
+        began = next(at for name, at in self.steps if name == step)
+        return self.elapsed() - began
+
 
 # --- exception → state: the one place ------------------------------------------------------
 
@@ -222,15 +227,25 @@ def classify(exc: BaseException, clock: Clock, timeout_state: int = CRITICAL) ->
     if isinstance(exc, ConnectionResetError | BrokenPipeError | ConnectionAbortedError | EOFError):
         return CRITICAL, f"connection reset by the server (while {step})"
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return CRITICAL, f"TLS certificate not trusted: {exc.verify_message} (while {step})"
+        found = re.search(r"certificate verify failed: ([^(')]+)", str(exc))  # libraries that re-wrap it
+        reason = getattr(exc, "verify_message", None) or (found[1].strip() if found else str(exc))
+        return CRITICAL, f"TLS certificate not trusted: {reason} (while {step})"
     if isinstance(exc, ssl.SSLError):
-        reason = exc.reason or str(exc)
+        reason = getattr(exc, "reason", None) or str(exc)
         return CRITICAL, f"TLS failed: {reason} (while {step})"
     if isinstance(exc, socket.gaierror):
         return UNKNOWN, f"cannot resolve host name: {exc.strerror}"
     if isinstance(exc, OSError):
         return CRITICAL, f"network error: {exc.strerror or exc} (while {step})"
     return UNKNOWN, f"internal error: {type(exc).__name__}: {exc} (while {step})"
+
+
+def safe_classify(exc: BaseException, clock: Clock, timeout_state: int = CRITICAL) -> tuple[int, str]:
+    """`classify`, and should an odd exception break it, still one UNKNOWN line."""
+    try:
+        return classify(exc, clock, timeout_state)
+    except Exception:
+        return UNKNOWN, f"internal error: {type(exc).__name__} (while {clock.step})"
 
 
 # --- evaluate and present: shared pieces built on nagiosplugin (imported only here) ---------
@@ -264,13 +279,19 @@ def check(resource: object, contexts: Sequence[object],
 
 
 def explain(result: nagiosplugin.Result) -> str:
-    """`time 2.5 s above warning 2` rather than nagiosplugin's `outside range`."""
+    """`time 2.5s above warning 2` rather than nagiosplugin's `outside range`."""
     metric = result.metric
     if metric is None or result.hint is None or not isinstance(metric.value, int | float):
         return result.hint or str(result.state)
     level = "critical" if int(result.state) == CRITICAL else "warning"
     limit = result.hint.rsplit("range ", 1)[-1].rstrip(")")
-    return f"{metric.name} {metric.value:g}{metric.uom or ''} outside {level} range {limit}"
+    value = f"{metric.name} {metric.value:g}{metric.uom or ''}"
+    bounds = re.fullmatch(r"(?:0?:)?([^:@~]+)|([^:@~]+):", limit)
+    if bounds and bounds[1]:
+        return f"{value} above {level} {bounds[1]}"
+    if bounds and bounds[2]:
+        return f"{value} below {level} {bounds[2]}"
+    return f"{value} outside {level} range {limit}"
 
 
 def threshold(name: str, warning: str | None, critical: str | None, fmt: str = "{value}") -> object:
@@ -328,7 +349,7 @@ def run(service: str, check: nagiosplugin.Check, clock: Clock, *, timeout_state:
         if perfdata:
             text += " | " + perfdata
     except Exception as exc:  # every failure becomes a state here, and only here
-        state, message = classify(exc, clock, timeout_state)
+        state, message = safe_classify(exc, clock, timeout_state)
         text = status_line(service, state, message, secrets)
     if verbose:
         steps = ", ".join(f"{name} at {at:.3f} s" for name, at in clock.steps)
@@ -395,7 +416,7 @@ def main(service: str, build: Callable[[argparse.Namespace, Clock], nagiosplugin
     try:
         check = build(args, clock)
     except Exception as exc:
-        state, message = classify(exc, clock, args.timeout_state)
+        state, message = safe_classify(exc, clock, args.timeout_state)
         outcome = Outcome(state, status_line(service, state, message, secrets))
     else:
         outcome = run(service, check, clock, timeout_state=args.timeout_state, verbose=args.verbose,

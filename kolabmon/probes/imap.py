@@ -57,7 +57,7 @@ class ImapLogin:
                 clock.enter(f"selecting {args.folder}")
                 client.socket().settimeout(clock.remaining())
                 self.messages = int(client.select_folder(args.folder, readonly=True)[b"EXISTS"])
-            elapsed = clock.elapsed()
+            elapsed = clock.since("connecting")
             clock.enter("logging out")
             _logout(client)
         except imapclient.exceptions.LoginError as exc:

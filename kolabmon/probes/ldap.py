@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
@@ -40,9 +41,9 @@ class LdapSearch:
         ssl_context = tls.context(args.ca_file, args.insecure) if args.tls or args.starttls else None
         server = ldap3.Server(args.hostname, port=args.port, use_ssl=args.tls,
                               tls=_Tls(ssl_context, args.hostname) if ssl_context else None,
-                              connect_timeout=clock.remaining(), get_info=ldap3.NONE)
+                              connect_timeout=math.ceil(clock.remaining()), get_info=ldap3.NONE)
         conn = ldap3.Connection(server, user=args.bind_dn, password=args.password,
-                                receive_timeout=clock.remaining(), raise_exceptions=True,
+                                receive_timeout=math.ceil(clock.remaining()), raise_exceptions=True,
                                 auto_referrals=False)
         scope = {"base": ldap3.BASE, "one": ldap3.LEVEL, "sub": ldap3.SUBTREE}[args.scope]
         try:
@@ -58,7 +59,7 @@ class LdapSearch:
             conn.search(args.base, args.filter, scope, attributes=["1.1"],
                         time_limit=max(int(clock.remaining()), 1))
             entries = len(conn.entries)
-            elapsed = clock.elapsed()
+            elapsed = clock.since("connecting")
         except exceptions.LDAPInvalidFilterError:
             raise runtime.UsageError(f"invalid LDAP filter {args.filter}") from None
         except exceptions.LDAPNoSuchObjectResult:
@@ -127,7 +128,8 @@ def present(args: argparse.Namespace) -> object:
     def line(results: nagiosplugin.Results) -> str:
         who = f"bound as {args.bind_dn}" if args.bind_dn else "anonymous bind"
         count = results["entries"].metric.value
-        parts = [who, f"{count} {'entry' if count == 1 else 'entries'} for {args.filter} under {args.base}"]
+        noun = "entry" if count == 1 else "entries"
+        parts = [who, f"{count} {noun} for {args.filter} under {args.base or 'the root DSE'}"]
         if "cert_days" in results:
             parts.append(f"certificate valid {results['cert_days'].metric.value:.0f} more days")
         parts.append(f"{results['time'].metric.value:.3f} s")

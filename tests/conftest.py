@@ -1,0 +1,38 @@
+"""Shared fixtures: the real lab servers (started once per session) and a plugin runner."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from lab import servers  # noqa: E402  (the lab lives beside the package, not in it)
+
+
+@pytest.fixture(scope="session")
+def lab_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("lab")
+
+
+@pytest.fixture(scope="session")
+def certs(lab_root: Path) -> servers.Certs:
+    return servers.make_certs(lab_root)
+
+
+def _started(request: pytest.FixtureRequest, server: servers.Server) -> servers.Server:
+    request.addfinalizer(server.stop)
+    return server
+
+
+@pytest.fixture(scope="session")
+def dovecot(request: pytest.FixtureRequest, lab_root: Path, certs: servers.Certs) -> servers.Server:
+    return _started(request, servers.start_dovecot(lab_root, certs))
+
+
+@pytest.fixture(scope="session")
+def slapd(request: pytest.FixtureRequest, lab_root: Path, certs: servers.Certs) -> servers.Server:
+    return _started(request, servers.start_slapd(lab_root, certs))
