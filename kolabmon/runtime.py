@@ -12,13 +12,13 @@ import argparse
 import os
 import re
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, NoReturn
 
+TYPE_CHECKING = False  # typing, dataclasses and threading cost start-up time that --help must not pay
 if TYPE_CHECKING:
+    from typing import NoReturn
+
     import nagiosplugin
 
 __version__ = "0.1.0"
@@ -47,12 +47,12 @@ class UsageError(PluginError):
 # --- options -----------------------------------------------------------------------------
 
 _NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)"
-_RANGE = re.compile(rf"@?(?:(~|{_NUMBER})?:)?({_NUMBER})?")
+_RANGE = rf"@?(?:(~|{_NUMBER})?:)?({_NUMBER})?"  # compiled on first use: re caches it
 
 
 def nagios_range(text: str) -> str:
     """Validate a Nagios range (`10`, `10:`, `~:10`, `@10:20`) and return it unchanged."""
-    match = _RANGE.fullmatch(text)
+    match = re.fullmatch(_RANGE, text)
     if not match or not any(match.groups()):
         raise argparse.ArgumentTypeError(f"invalid range {text!r} (Nagios syntax: 10, 10:, ~:10, @10:20)")
     start, end = match.groups()
@@ -178,14 +178,14 @@ def password(args: argparse.Namespace, environ: dict[str, str] | None = None) ->
 # --- the clock: one deadline for the whole check ------------------------------------------
 
 
-@dataclass
 class Clock:
     """The check's deadline, and the step it is in (named in timeout messages)."""
 
-    timeout: float = DEFAULT_TIMEOUT
-    start: float = field(default_factory=time.monotonic)
-    step: str = "starting"
-    steps: list[tuple[str, float]] = field(default_factory=list)
+    def __init__(self, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.timeout = timeout
+        self.start = time.monotonic()
+        self.step = "starting"
+        self.steps: list[tuple[str, float]] = []
 
     def remaining(self) -> float:
         """Seconds left; raises the timeout when none are."""
@@ -314,12 +314,11 @@ def plain(name: str) -> object:
 # --- output --------------------------------------------------------------------------------
 
 
-@dataclass
 class Outcome:
     """What a check run produced: the exit code and the text Icinga reads."""
 
-    state: int
-    text: str
+    def __init__(self, state: int, text: str) -> None:
+        self.state, self.text = state, text
 
     @property
     def line(self) -> str:
@@ -361,6 +360,8 @@ class Watchdog:
     """Hard deadline for the executable: prints the timeout line and exits, whatever hangs."""
 
     def __init__(self, service: str, clock: Clock, state: int, grace: float = 0.3) -> None:
+        import threading
+
         self.lock = threading.Lock()
         self.done = False
         self.service, self.clock, self.state = service, clock, state

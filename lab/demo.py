@@ -7,6 +7,7 @@ line and its exit code, as Icinga would see them; then stops exactly the servers
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -63,7 +64,7 @@ def main() -> int:
                 proc = subprocess.run([str(BIN / argv[0]), *argv[1:]], capture_output=True, text=True,
                                       env=dict(env, KOLABMON_PASSWORD=password), timeout=60)
                 failures += "Traceback" in proc.stdout + proc.stderr
-                print(f"$ {' '.join(argv)}\n{proc.stdout.rstrip()}\n[exit {proc.returncode}]\n", flush=True)
+                print(f"$ {shlex.join(argv)}\n{proc.stdout.rstrip()}\n[exit {proc.returncode}]\n", flush=True)
         except servers.LabError as exc:
             print(f"demo failed: {exc}", file=sys.stderr)
             return 1

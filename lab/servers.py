@@ -1129,8 +1129,28 @@ def _load(directory: Path) -> list[Server]:
             if isinstance(entry, dict) and "pid" in entry]
 
 
+def _save(directory: Path, started: list[Server], certs: Certs,
+          timings: dict[str, float]) -> dict[str, object]:
+    """Write ``directory``/servers.json atomically and return its content."""
+    state: dict[str, object] = {
+        s.name: {"pid": s.pid, "host": s.host, "ports": s.ports, "root": str(s.root)}
+        for s in started
+    }
+    state["certs"] = {k: str(v) for k, v in vars(certs).items()}
+    state["startup_seconds"] = {k: round(v, 3) for k, v in timings.items()}
+    tmp = directory / "servers.json.tmp"
+    tmp.write_text(json.dumps(state, indent=2) + "\n")
+    tmp.replace(directory / "servers.json")
+    return state
+
+
 def up(directory: Path) -> dict[str, object]:
-    """Start all five servers under ``directory`` and write ``directory``/servers.json."""
+    """Start all five servers under ``directory`` and write ``directory``/servers.json.
+
+    servers.json maps each server name to {pid, host, ports, root}; "certs" holds the
+    certificate paths and "startup_seconds" the measured start times. On any failure or
+    Ctrl-C the servers started so far are stopped again.
+    """
     directory = _mkdir(Path(directory).resolve())
     running = [s for s in _load(directory) if _alive(s.pid) and _is_ours(s)]
     if running:
@@ -1153,18 +1173,11 @@ def up(directory: Path) -> dict[str, object]:
             t0 = time.monotonic()
             started.append(start())
             timings[label] = time.monotonic() - t0
+            state = _save(directory, started, certs, timings)
     except BaseException:
         stop_servers(started)
+        (directory / "servers.json").unlink(missing_ok=True)
         raise
-    state: dict[str, object] = {
-        s.name: {"pid": s.pid, "host": s.host, "ports": s.ports, "root": str(s.root)}
-        for s in started
-    }
-    state["certs"] = {k: str(v) for k, v in vars(certs).items()}
-    state["startup_seconds"] = {k: round(v, 3) for k, v in timings.items()}
-    tmp = directory / "servers.json.tmp"
-    tmp.write_text(json.dumps(state, indent=2) + "\n")
-    tmp.replace(directory / "servers.json")
     return state
 
 
@@ -1191,6 +1204,9 @@ def main(argv: list[str] | None = None) -> int:
     except LabError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("interrupted: the servers started so far were stopped", file=sys.stderr)
+        return 130
     return 0
 
 

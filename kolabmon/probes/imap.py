@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
 
 from kolabmon import runtime
 
+TYPE_CHECKING = False  # no typing import at start-up (see runtime)
 if TYPE_CHECKING:
     import nagiosplugin
 

@@ -263,8 +263,7 @@ def test_ldap_user_passwords_match_users_and_bad_password_fails(slapd: servers.S
     assert bad.returncode == 49
 
 
-def test_ldaps_rejects_untrusted_ca(slapd: servers.Server, root: Path,
-                                    certs: servers.Certs) -> None:
+def test_ldaps_rejects_untrusted_ca(slapd: servers.Server, certs: servers.Certs) -> None:
     res = run("ldapwhoami", "-x", "-H", f"ldaps://{slapd.host}:{slapd.ports['ldaps']}",
               env=ldap_env(certs.rogue_cert))
     assert res.returncode != 0
