@@ -36,3 +36,19 @@ def dovecot(request: pytest.FixtureRequest, lab_root: Path, certs: servers.Certs
 @pytest.fixture(scope="session")
 def slapd(request: pytest.FixtureRequest, lab_root: Path, certs: servers.Certs) -> servers.Server:
     return _started(request, servers.start_slapd(lab_root, certs))
+
+
+@pytest.fixture(scope="session")
+def postfix(request: pytest.FixtureRequest, lab_root: Path, certs: servers.Certs,
+            dovecot: servers.Server) -> servers.Server:
+    return _started(request, servers.start_postfix(lab_root, certs, dovecot))
+
+
+@pytest.fixture(scope="session")
+def nginx(request: pytest.FixtureRequest, lab_root: Path, certs: servers.Certs) -> servers.Server:
+    return _started(request, servers.start_nginx(lab_root, certs))
+
+
+@pytest.fixture(scope="session")
+def dnsmasq(request: pytest.FixtureRequest, lab_root: Path) -> servers.Server:
+    return _started(request, servers.start_dnsmasq(lab_root))
