@@ -271,7 +271,7 @@ def check(resource: object, contexts: Sequence[object],
             return present(results)
 
         def problem(self, results: nagiosplugin.Results) -> str:
-            alerts = [r for r in results if r.state != nagiosplugin.Ok]
+            alerts = sorted((r for r in results if r.state != nagiosplugin.Ok), key=lambda r: -int(r.state))
             reasons = ", ".join(explain(r) for r in alerts)
             return f"{present(results)} ({reasons})" if reasons else present(results)
 
@@ -304,6 +304,22 @@ def threshold(name: str, warning: str | None, critical: str | None, fmt: str = "
 def days_left(warning_days: int, critical_days: int) -> object:
     """Certificate days: alert when fewer than N days are left (`30:`)."""
     return threshold("cert_days", f"{warning_days}:", f"{critical_days}:")
+
+
+def findings() -> object:
+    """A context for yes/no findings: the metric's name is the admin's text, its value the state."""
+    import nagiosplugin
+
+    states = (nagiosplugin.Ok, nagiosplugin.Warn, nagiosplugin.Critical, nagiosplugin.Unknown)
+
+    class Findings(nagiosplugin.Context):
+        def evaluate(self, metric: nagiosplugin.Metric, resource: object) -> nagiosplugin.Result:
+            return nagiosplugin.Result(states[metric.value], metric.name)
+
+        def performance(self, metric: nagiosplugin.Metric, resource: object) -> None:
+            return None
+
+    return Findings("findings")
 
 
 def plain(name: str) -> object:

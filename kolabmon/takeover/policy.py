@@ -1,0 +1,109 @@
+"""When to move: the event handler's macros and the cluster's state → act, wait, refuse or nothing.
+
+Pure: no I/O, no clock of its own; everything it decides on is an argument, so every rule is a
+unit test. The CLI gathers the inputs (macros, config, crm_mon, the audit log) and carries out
+the decision.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+STATES = ("OK", "WARNING", "CRITICAL", "UNKNOWN")
+STATE_TYPES = ("SOFT", "HARD")
+
+ACT, WAIT, REFUSE, NOTHING = "act", "wait", "refuse", "nothing"
+EXIT_CODES = {ACT: 0, NOTHING: 0, WAIT: 1, REFUSE: 1}
+
+
+@dataclass(frozen=True)
+class Event:
+    """What Icinga passed: $host.name$ $service.name$ $service.state$ $service.state_type$
+    $service.check_attempt$ $service.max_check_attempts$ $service.is_flapping$."""
+
+    host: str
+    service: str
+    state: str
+    state_type: str
+    attempt: int
+    max_attempts: int
+    flapping: bool = False
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The admin's policy, from the config file."""
+
+    hosts: frozenset[str]            # host objects that stand for this cluster (cluster IP host, nodes)
+    services: frozenset[str]         # failover-relevant service names
+    soft_attempt: int | None = None  # also act on SOFT CRITICAL at this attempt (None: HARD only)
+    cooldown: float = 600.0          # seconds after a move during which no new move is made
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """What the cluster looks like now (from crm_mon), as far as the decision needs it."""
+
+    quorate: bool
+    active: str | None                # node running the group (None: stopped/nowhere)
+    passive: str | None               # the node the group would move to
+    passive_online: bool
+    passive_member: bool
+    passive_degraded: bool            # marked by kolabmon, in standby/maintenance, or its links down
+    transition: str | None = None     # something already in flight (fencing, a move): its words
+    split: bool = False               # group active on more than one node
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: str
+    reason: str
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.action]
+
+
+def decide_event(event: Event, rules: Rules) -> Decision | None:
+    """The first half: does this event call for a takeover at all? None means yes."""
+    if event.host not in rules.hosts:
+        return Decision(REFUSE, f"host {event.host} is not part of this cluster")
+    if event.state != "CRITICAL":
+        return Decision(NOTHING, f"{event.service} is {event.state}: nothing to do")
+    if event.service not in rules.services:
+        return Decision(NOTHING, f"{event.service} is not failover-relevant")
+    if event.flapping:
+        return Decision(REFUSE, f"{event.service} is flapping: not moving on a flapping service")
+    if event.state_type == "SOFT":
+        if rules.soft_attempt is None or event.attempt < rules.soft_attempt:
+            when = f"attempt {rules.soft_attempt}" if rules.soft_attempt else "the HARD state"
+            return Decision(WAIT, f"SOFT CRITICAL attempt {event.attempt}/{event.max_attempts}: waiting for {when}")
+    return None
+
+
+def decide(event: Event, rules: Rules, cluster: Cluster, now: float, last_move: float | None) -> Decision:
+    """Act, wait, refuse or nothing, with the reason in words. HARD is the state type, not attempt = max
+    (Icinga passes check_attempt 1 on the HARD change)."""
+    first = decide_event(event, rules)
+    if first is not None:
+        return first
+    if cluster.transition:
+        return Decision(WAIT, f"the cluster is already busy ({cluster.transition}): not fighting it")
+    if cluster.split:
+        return Decision(REFUSE, "group active on more than one node: fencing must settle this, not a move")
+    if not cluster.quorate:
+        return Decision(REFUSE, "no quorum: this partition may not move anything")
+    if cluster.active is None:
+        return Decision(REFUSE, "the group runs nowhere: nothing to move (see check_kolab_heartbeat)")
+    if last_move is not None and now - last_move < rules.cooldown:
+        return Decision(REFUSE, f"cool-down: last move {now - last_move:.0f} s ago (< {rules.cooldown:.0f} s)")
+    if cluster.passive is None:
+        return Decision(REFUSE, "no passive node to move to")
+    if not cluster.passive_online:
+        return Decision(REFUSE, f"passive node {cluster.passive} is offline")
+    if not cluster.passive_member:
+        return Decision(REFUSE, f"passive node {cluster.passive} is not a cluster member")
+    if cluster.passive_degraded:
+        return Decision(REFUSE, f"passive node {cluster.passive} is degraded itself")
+    when = "HARD" if event.state_type == "HARD" else f"SOFT attempt {event.attempt}"
+    return Decision(ACT, f"{event.service} {when} CRITICAL: move {cluster.active} -> {cluster.passive}")
