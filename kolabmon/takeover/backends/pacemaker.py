@@ -1,0 +1,202 @@
+"""Pacemaker: move by marking the degraded node with a transient attribute that the admin's
+location rule honours (nothing stays pinned), or by `crm_resource --move` then `--clear`; follow the
+transition, fencing included, and say exactly what blocks it when it does not finish."""
+
+from __future__ import annotations
+
+import time
+import xml.etree.ElementTree as ET
+
+from kolabmon import pacemaker
+from kolabmon.takeover import policy
+from kolabmon.takeover.backends import BLOCKED, MOVED, TIMEOUT, BackendError, Settled, other
+from kolabmon.takeover.config import Config
+
+TOOL_TIMEOUT = 15.0
+POLL = 0.5
+MOVING_ROLES = ("Starting", "Stopping", "Migrating", "Promoting", "Demoting")
+
+
+class PacemakerBackend:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def run(self, node: str, argv: list[str], timeout: float = TOOL_TIMEOUT) -> tuple[int, str, str]:
+        try:
+            proc = pacemaker.run(self.config.nodes[node], node, argv, timeout)
+        except (pacemaker.ToolError, TimeoutError) as exc:
+            raise BackendError(f"{argv[0]} on {node}: {exc}") from None
+        return proc.returncode, proc.stdout, proc.stderr
+
+    def status(self, prefer: str | None = None) -> tuple[pacemaker.Status, str]:
+        """crm_mon from the first node that answers (the preferred one first)."""
+        order = sorted(self.config.nodes, key=lambda n: n != prefer)
+        problems = []
+        for node in order:
+            try:
+                return pacemaker.status(self.config.nodes[node], node, TOOL_TIMEOUT), node
+            except (pacemaker.ToolError, pacemaker.StackDown, TimeoutError) as exc:
+                problems.append(f"{node}: {exc}")
+        raise BackendError("cannot read the cluster state (" + "; ".join(problems) + ")")
+
+    def cluster(self) -> policy.Cluster:
+        status, _ = self.status()
+        return self.view(status)
+
+    def view(self, status: pacemaker.Status) -> policy.Cluster:
+        group = self.config.group
+        running = status.group_nodes(group)
+        active = next(iter(running)) if len(running) == 1 else None
+        passive = other(self.config, active)
+        peer = status.node(passive) if passive else None
+        marked = bool(passive) and status.attributes.get(passive or "", {}).get(self.config.attribute) == "true"
+        return policy.Cluster(
+            quorate=status.quorate, active=active, passive=passive,
+            passive_online=bool(peer and peer.online), passive_member=bool(peer and peer.member),
+            passive_degraded=bool(peer and (peer.standby or peer.maintenance or peer.unclean)) or marked,
+            transition=transition(status, group), split=len(running) > 1)
+
+    def setup_problem(self) -> str | None:
+        if self.config.move != "attribute":
+            return None
+        status, node = self.status()
+        code, out, err = self.run(node, ["cibadmin", "-Q", "-o", "constraints"])
+        if code != 0:
+            return f"cannot read constraints: {err.strip() or code}"
+        if not has_location_rule(out, self.config.group, self.config.attribute):
+            return (f"no location rule keeps {self.config.group} off a node with {self.config.attribute}=true "
+                    f"(one-time setup, see README: crm configure location kolab-avoid-degraded "
+                    f"{self.config.group} rule -inf: {self.config.attribute} eq true)")
+        return None
+
+    # --- acting ----------------------------------------------------------------------------
+
+    def move(self, source: str, target: str) -> None:
+        if self.config.move == "attribute":
+            argv = ["crm_attribute", "-N", source, "-n", self.config.attribute, "-v", "true", "-l", "reboot"]
+        else:
+            argv = ["crm_resource", "--move", "-r", self.config.group, "-N", target]
+        for node in (target, source):  # the degraded node may not answer; the target must
+            try:
+                code, _, err = self.run(node, argv)
+            except BackendError:
+                continue
+            if code == 0:
+                return
+            raise BackendError(f"{' '.join(argv[:2])} refused on {node}: {err.strip() or f'exit {code}'}")
+        raise BackendError(f"neither {target} nor {source} accepted {argv[0]}")
+
+    def settle(self, source: str, target: str, timeout: float) -> Settled:
+        deadline = time.monotonic() + timeout
+        fenced = fence_requested = False
+        last = "no state read"
+        while time.monotonic() < deadline:
+            try:
+                status, _ = self.status(prefer=target)
+            except BackendError as exc:
+                last = str(exc)
+                time.sleep(POLL)
+                continue
+            node = status.node(source)
+            if node is not None and (not node.online or node.unclean):
+                fenced = fenced or any(e.get("target") == source and e.get("status") == "success"
+                                       for e in status.fence_events) or not node.online
+            if status.group_started(self.config.group) and status.group_nodes(self.config.group) == {target}:
+                if self.config.move == "crm_resource":
+                    self.run(target, ["crm_resource", "--clear", "-r", self.config.group])
+                return Settled(MOVED, f"{self.config.group} started on {target}", fenced)
+            last = describe(status, self.config.group)
+            stuck = blocked(status)
+            if stuck and not transition(status, self.config.group):
+                if self.config.fence and not fence_requested and self.may_fence(status, source, target):
+                    fence_requested = True
+                    left = max(deadline - time.monotonic(), 5)
+                    self.run(target, ["stonith_admin", "--fence", source, "--timeout", str(int(left))], timeout=left)
+                    continue
+                return Settled(BLOCKED, f"{stuck}; {what_to_do(status, source)}", fenced)
+            time.sleep(POLL)
+        return Settled(TIMEOUT, f"not settled after {timeout:.0f} s: {last}", fenced)
+
+    def may_fence(self, status: pacemaker.Status, source: str, target: str) -> bool:
+        """Only with quorum, a healthy peer, and a fence device to do it."""
+        peer = status.node(target)
+        return bool(status.quorate and peer and peer.online and peer.member and status.fence_devices()
+                    and status.stonith_enabled)
+
+    def recover(self, node: str) -> str:
+        if node not in self.config.nodes:
+            raise BackendError(f"unknown node {node} (known: {', '.join(self.config.nodes)})")
+        _, where = self.status(prefer=node)
+        done = []
+        code, _, err = self.run(where, ["crm_attribute", "-N", node, "-n", self.config.attribute, "-D", "-l", "reboot"])
+        if code != 0:
+            raise BackendError(f"cannot clear {self.config.attribute} on {node}: {err.strip() or code}")
+        done.append(f"{self.config.attribute} cleared")
+        code, _, err = self.run(where, ["crm_resource", "--cleanup", "--node", node])
+        if code != 0:
+            raise BackendError(f"cannot clean up fail-counts on {node}: {err.strip() or code}")
+        done.append("fail-counts and failed actions cleaned up")
+        if self.config.move == "crm_resource":
+            self.run(where, ["crm_resource", "--clear", "-r", self.config.group])
+            done.append("move constraints cleared")
+        return f"{node}: " + ", ".join(done)
+
+
+def transition(status: pacemaker.Status, group: str) -> str | None:
+    """What Pacemaker is already doing, in words (None: idle)."""
+    for node in status.nodes:
+        if node.unclean:
+            return f"{node.name} is unclean, fencing pending"
+        if node.pending:
+            return f"{node.name} is joining"
+    for event in status.fence_events:
+        if event.get("status") == "pending":
+            return f"fencing {event.get('target')} in progress"
+    moving = [f"{r.id} {r.role.lower()}" for r in status.resources if r.role in MOVING_ROLES]
+    if moving:
+        return ", ".join(moving)
+    return None
+
+
+def blocked(status: pacemaker.Status) -> str | None:
+    """The resource that blocks the group, in Pacemaker's own terms (None: nothing blocks)."""
+    for r in status.resources:
+        if r.blocked or (r.failed and not r.managed):
+            where = ",".join(r.nodes) or "-"
+            return f"{r.id} FAILED on {where} (blocked)"
+    return None
+
+
+def what_to_do(status: pacemaker.Status, source: str) -> str:
+    if not status.stonith_enabled or not status.fence_devices():
+        return (f"fencing is off: power {source} off (or stonith_admin --confirm {source} once it is down), "
+                f"then crm_resource --cleanup")
+    return f"fence {source} (stonith_admin --fence {source}) or fix it and run crm_resource --cleanup"
+
+
+def describe(status: pacemaker.Status, group: str) -> str:
+    members = ", ".join(f"{r.id}={r.role}@{','.join(r.nodes) or '-'}" for r in status.group(group))
+    failures = "; ".join(status.failures[:2])
+    return members + (f" | failed: {failures}" if failures else "")
+
+
+def has_location_rule(constraints_xml: str, group: str, attribute: str) -> bool:
+    """Is there an rsc_location on the group with a -INFINITY rule on attribute eq true?"""
+    try:
+        root = ET.fromstring(constraints_xml)
+    except ET.ParseError:
+        return False
+    for location in root.iter("rsc_location"):
+        if location.get("rsc") != group:
+            continue
+        for rule in location.iter("rule"):
+            if rule.get("score", "").lstrip("-").upper() not in ("INFINITY", "INF") or \
+                    not rule.get("score", "").startswith("-"):
+                continue
+            for expression in rule.iter("expression"):
+                if (expression.get("attribute") == attribute and expression.get("operation") == "eq"
+                        and expression.get("value") == "true"):
+                    return True
+    return False

@@ -1,0 +1,304 @@
+"""kolabmon-takeover: the Icinga event handler. Parse the macros, lock, decide, act, verify, log.
+
+    kolabmon-takeover [--config FILE] [--dry-run] --host H --service S --state STATE
+                      --state-type SOFT|HARD --attempt N --max-attempts N [--flapping 0|1]
+    kolabmon-takeover [--config FILE] recover NODE
+
+Exit 0: acted and verified, or nothing to do; 1: refused or deferred by policy; 2: acted and
+failed, or left the cluster blocked; 3: bad input or config. One line on stdout, always; one
+JSON line per decision in the audit log, fsync'ed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from kolabmon.takeover import policy
+from kolabmon.takeover.config import Config, ConfigError, Probe, load
+
+DEFAULT_CONFIG = "/etc/kolabmon/takeover.toml"
+EXIT_FAILED, EXIT_USAGE = 2, 3
+LABELS = {policy.ACT: "ACTED", policy.NOTHING: "NOTHING", policy.WAIT: "WAIT", policy.REFUSE: "REFUSED"}
+
+
+class UsageError(Exception):
+    pass
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(message)
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}")
+    return int(text)
+
+
+def _choice(options: Sequence[str]):  # noqa: ANN202
+    def check(text: str) -> str:
+        if text.upper() not in options:
+            raise argparse.ArgumentTypeError(f"must be one of {', '.join(options)}, not {text!r}")
+        return text.upper()
+    return check
+
+
+def _flag(text: str) -> bool:
+    if text not in ("0", "1", "true", "false"):
+        raise argparse.ArgumentTypeError(f"must be 0 or 1, not {text!r}")
+    return text in ("1", "true")
+
+
+def _subcommand(argv: Sequence[str]) -> str | None:
+    """The first word after the global options (--config FILE, --dry-run), if it is not an option."""
+    index = 0
+    while index < len(argv) and argv[index] in ("--config", "--dry-run") or (
+            index < len(argv) and argv[index].startswith("--config=")):
+        index += 2 if argv[index] == "--config" else 1
+    return argv[index] if index < len(argv) and not argv[index].startswith("-") else None
+
+
+def parse(argv: Sequence[str]) -> argparse.Namespace:
+    p = Parser(prog="kolabmon-takeover", description="Icinga event handler: move the Kolab group off a "
+               "degraded active node when the policy allows, and prove the service is back.")
+    p.add_argument("--config", default=os.environ.get("KOLABMON_TAKEOVER_CONFIG", DEFAULT_CONFIG))
+    p.add_argument("--dry-run", action="store_true", help="say what would happen, change nothing")
+    if _subcommand(argv) == "recover":
+        p.add_argument("command", choices=["recover"])
+        p.add_argument("node")
+        return p.parse_args(argv)
+    p.add_argument("--host", required=True, help="$host.name$")
+    p.add_argument("--service", required=True, help="$service.name$")
+    p.add_argument("--state", required=True, type=_choice(policy.STATES), help="$service.state$")
+    p.add_argument("--state-type", required=True, type=_choice(policy.STATE_TYPES), help="$service.state_type$")
+    p.add_argument("--attempt", required=True, type=_positive, help="$service.check_attempt$")
+    p.add_argument("--max-attempts", required=True, type=_positive, help="$service.max_check_attempts$")
+    p.add_argument("--flapping", type=_flag, default=False, help="$service.is_flapping$ (0|1)")
+    args = p.parse_args(argv)
+    for name in ("host", "service"):
+        if not getattr(args, name).strip():
+            raise UsageError(f"--{name} is empty (undefined Icinga macro?)")
+    args.command = None
+    return args
+
+
+# --- audit log and lock ---------------------------------------------------------------------
+
+
+def audit(path: Path, record: dict) -> None:
+    """One JSON line, appended and fsync'ed: the record survives a crash right after."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+    line = json.dumps(record, sort_keys=True) + "\n"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    try:
+        os.write(fd, line.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def last_move(path: Path) -> float | None:
+    """Epoch of the last move kolabmon made, from the audit log (None: never)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            lines = handle.readlines()[-500:]
+    except FileNotFoundError:
+        return None
+    for line in reversed(lines):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("moved") and not record.get("dry_run"):
+            return float(record["epoch"])
+    return None
+
+
+class Lock:
+    """One move at a time: a non-blocking flock; a second caller gets `held = False`."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o640)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self.held = True
+        except BlockingIOError:
+            self.held = False
+
+    def release(self) -> None:
+        os.close(self.fd)
+
+
+# --- probes: second opinion and verification ---------------------------------------------------
+
+
+def run_probe(config: Config, probe: Probe, active: str | None, timeout: float) -> tuple[int, str]:
+    """Run a check; (exit code, its first line). Bare names are found beside this executable."""
+    argv = list(probe.argv)
+    if "/" not in argv[0]:
+        beside = Path(sys.argv[0]).resolve().parent / argv[0]
+        argv[0] = str(beside) if beside.exists() else argv[0]
+    if probe.on_active_node and active:
+        from kolabmon import pacemaker
+
+        argv = pacemaker.node_command(config.nodes[active], active, argv)
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+                              errors="replace")
+    except FileNotFoundError:
+        return 3, f"{argv[0]} not found"
+    except subprocess.TimeoutExpired:
+        return 2, f"no answer within {timeout:.0f} s"
+    return proc.returncode, (proc.stdout.strip().splitlines() or [f"exit {proc.returncode}"])[0]
+
+
+def verify(config: Config, probe: Probe, active: str, deadline: float) -> tuple[int, str]:
+    """The failing probe must pass on the cluster IP, served by the new node; retried until the deadline."""
+    code, line = 2, "not run"
+    while time.monotonic() < deadline:
+        code, line = run_probe(config, probe, active, min(config.probe_timeout, max(deadline - time.monotonic(), 1)))
+        if code == 0:
+            break
+        time.sleep(1)
+    return code, line
+
+
+# --- main -----------------------------------------------------------------------------------
+
+
+def say(label: str, text: str) -> None:
+    sys.stdout.write(f"TAKEOVER {label} - {' '.join(text.split())}\n")
+    sys.stdout.flush()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = parse(argv)
+        config = load(args.config)
+    except (UsageError, ConfigError) as exc:
+        say("ERROR", str(exc))
+        return EXIT_USAGE
+    try:
+        if args.command == "recover":
+            return recover(config, args)
+        return takeover(config, args)
+    except Exception as exc:  # one line and a record, whatever broke
+        say("FAILED", f"internal error: {type(exc).__name__}: {exc}")
+        try:
+            audit(config.audit, {"epoch": time.time(), "decision": "error", "reason": f"{type(exc).__name__}: {exc}"})
+        except OSError:
+            pass
+        return EXIT_FAILED
+
+
+def recover(config: Config, args: argparse.Namespace) -> int:
+    from kolabmon.takeover.backends import BackendError, make
+
+    record = {"epoch": time.time(), "time": _now(), "command": "recover", "node": args.node, "dry_run": args.dry_run}
+    if args.dry_run:
+        say("NOTHING", f"dry run: would clear kolabmon's marks and fail-counts on {args.node}")
+        return 0
+    try:
+        done = make(config).recover(args.node)
+    except BackendError as exc:
+        audit(config.audit, record | {"result": "failed", "reason": str(exc)})
+        say("FAILED", str(exc))
+        return EXIT_FAILED
+    audit(config.audit, record | {"result": "recovered", "reason": done})
+    say("ACTED", f"recovered {done}")
+    return 0
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def takeover(config: Config, args: argparse.Namespace) -> int:
+    from kolabmon.takeover.backends import MOVED, BackendError, make
+
+    started = time.monotonic()
+    event = policy.Event(args.host, args.service, args.state, args.state_type, args.attempt, args.max_attempts,
+                         args.flapping)
+    record: dict = {"epoch": time.time(), "time": _now(), "cluster": config.cluster, "dry_run": args.dry_run,
+                    "event": event.__dict__, "durations": {}}
+
+    def finish(decision: str, reason: str, code: int, label: str, **extra: object) -> int:
+        record.update(decision=decision, reason=reason, exit=code, **extra)
+        record["durations"]["total"] = round(time.monotonic() - started, 3)
+        audit(config.audit, record)
+        say(label, reason)
+        return code
+
+    first = policy.decide_event(event, config.rules)
+    if first is not None:  # OK/WARNING/SOFT events: decided without touching the cluster
+        return finish(first.action, first.reason, first.exit_code, LABELS[first.action])
+    lock = Lock(config.lock)
+    if not lock.held:
+        return finish("nothing", "another takeover is in progress: this call does nothing", 0, "NOTHING")
+    try:
+        backend = make(config)
+        try:
+            cluster = backend.cluster()
+        except BackendError as exc:
+            return finish(policy.REFUSE, f"cannot decide: {exc}", 1, "REFUSED")
+        record["cluster_state"] = cluster.__dict__
+        decision = policy.decide(event, config.rules, cluster, time.time(), last_move(config.audit))
+        record["durations"]["decide"] = round(time.monotonic() - started, 3)
+        if decision.action != policy.ACT:
+            return finish(decision.action, decision.reason, decision.exit_code, LABELS[decision.action])
+        problem = backend.setup_problem()
+        if problem:
+            return finish(policy.REFUSE, problem, 1, "REFUSED")
+        source, target = cluster.active, cluster.passive
+        assert source and target  # the policy acts only with both
+        probe = config.probes[event.service]
+        mark = time.monotonic()
+        code, line = run_probe(config, probe, source, config.probe_timeout)
+        record["durations"]["reprobe"] = round(time.monotonic() - mark, 3)
+        record["second_opinion"] = {"exit": code, "line": line}
+        if code == 0:
+            return finish(policy.REFUSE, f"second opinion: {event.service} passes now ({line}); not moving", 1,
+                          "REFUSED")
+        if args.dry_run:
+            return finish(policy.ACT, f"dry run: would move {config.group} {source} -> {target} "
+                          f"(second opinion: {line})", 0, "NOTHING")
+        mark = time.monotonic()
+        try:
+            backend.move(source, target)
+            settled = backend.settle(source, target, config.transition_timeout)
+        except BackendError as exc:
+            return finish(policy.ACT, f"move {source} -> {target} failed: {exc}", EXIT_FAILED, "FAILED",
+                          moved=False)
+        record["durations"]["move"] = round(time.monotonic() - mark, 3)
+        record["fenced"] = settled.fenced
+        if settled.outcome != MOVED:
+            return finish(policy.ACT, f"move {source} -> {target} {settled.outcome}: {settled.detail}", EXIT_FAILED,
+                          "FAILED", moved=False)
+        mark = time.monotonic()
+        code, line = verify(config, probe, target, mark + config.probe_timeout * 2)
+        record["durations"]["verify"] = round(time.monotonic() - mark, 3)
+        record["verify"] = {"exit": code, "line": line}
+        fenced = f", {source} fenced" if settled.fenced else ""
+        moved_for = round(time.monotonic() - started, 1)
+        if code != 0:
+            return finish(policy.ACT, f"moved {config.group} {source} -> {target}{fenced}, but {event.service} still "
+                          f"fails: {line}", EXIT_FAILED, "FAILED", moved=True)
+        return finish(policy.ACT, f"moved {config.group} {source} -> {target} in {moved_for} s{fenced}; "
+                      f"{event.service} verified: {line}", 0, "ACTED", moved=True)
+    finally:
+        lock.release()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,134 @@
+"""The takeover's TOML config, validated up front: any mistake is one line and exit 3."""
+
+from __future__ import annotations
+
+import shlex
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kolabmon.takeover.policy import Rules
+
+DEFAULT_STATE_DIR = Path("/var/lib/kolabmon")
+
+
+class ConfigError(Exception):
+    """The config file is missing, unreadable or wrong."""
+
+
+@dataclass(frozen=True)
+class Probe:
+    """How to re-probe a failover-relevant service: argv (no shell), run here or on the active node."""
+
+    argv: tuple[str, ...]
+    on_active_node: bool = False
+
+
+@dataclass(frozen=True)
+class Config:
+    cluster: str
+    nodes: dict[str, str]                     # node name → command prefix ('' = local)
+    group: str
+    rules: Rules
+    probes: dict[str, Probe]                  # service name → re-probe
+    backend: str = "pacemaker"
+    move: str = "attribute"                   # pacemaker: attribute | crm_resource
+    attribute: str = "kolab-degraded"
+    fence: bool = False                       # may ask Pacemaker to fence a blocked degraded node
+    transition_timeout: float = 120.0
+    probe_timeout: float = 15.0
+    lock: Path = DEFAULT_STATE_DIR / "takeover.lock"
+    audit: Path = DEFAULT_STATE_DIR / "audit.jsonl"
+    commands: dict[str, tuple[str, ...]] = field(default_factory=dict)  # the command backend's argv
+
+
+def _get(table: dict, key: str, kind: type | tuple[type, ...], where: str, default: Any = ...) -> Any:
+    if key not in table:
+        if default is ...:
+            raise ConfigError(f"{where}: missing '{key}'")
+        return default
+    value = table[key]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise ConfigError(f"{where}: '{key}' must be {names}, not {type(value).__name__}")
+    return value
+
+
+def _argv(value: object, where: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = shlex.split(value)
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{where}: must be a non-empty list of strings (argv, no shell)")
+    return tuple(value)
+
+
+KNOWN = {"cluster", "group", "hosts", "cooldown", "soft_attempt", "backend", "move", "attribute", "fence",
+         "transition_timeout", "probe_timeout", "state_dir", "lock", "audit", "nodes", "services", "commands"}
+
+
+def load(path: str | Path) -> Config:
+    """Read and validate the config; ConfigError with one line on any problem."""
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config {path} is not valid TOML: {exc}") from None
+    unknown = sorted(set(data) - KNOWN)
+    if unknown:
+        raise ConfigError(f"config {path}: unknown key(s) {', '.join(unknown)}")
+    nodes_table = _get(data, "nodes", dict, "config")
+    nodes: dict[str, str] = {}
+    for name, node in nodes_table.items():
+        if not isinstance(node, dict):
+            raise ConfigError(f"[nodes.{name}] must be a table")
+        nodes[name] = str(_get(node, "prefix", str, f"[nodes.{name}]", ""))
+    if len(nodes) != 2:
+        raise ConfigError(f"config: [nodes] must name exactly two nodes, not {len(nodes)}")
+    probes: dict[str, Probe] = {}
+    for name, service in _get(data, "services", dict, "config").items():
+        if not isinstance(service, dict):
+            raise ConfigError(f"[services.{name}] must be a table")
+        where = f"[services.{name}]"
+        on = _get(service, "on", str, where, "here")
+        if on not in ("here", "active"):
+            raise ConfigError(f"{where}: 'on' must be \"here\" or \"active\"")
+        probes[name] = Probe(_argv(_get(service, "reprobe", (list, str), where), f"{where} reprobe"),
+                             on_active_node=on == "active")
+    if not probes:
+        raise ConfigError("config: [services] names no failover-relevant service")
+    cluster = str(_get(data, "cluster", str, "config"))
+    hosts = _get(data, "hosts", list, "config", [cluster, *nodes])
+    if not all(isinstance(h, str) for h in hosts):
+        raise ConfigError("config: 'hosts' must be a list of Icinga host names")
+    soft = _get(data, "soft_attempt", int, "config", 0)
+    cooldown = _get(data, "cooldown", (int, float), "config", 600)
+    if soft < 0 or cooldown < 0:
+        raise ConfigError("config: 'soft_attempt' and 'cooldown' must not be negative")
+    backend = _get(data, "backend", str, "config", "pacemaker")
+    if backend not in ("pacemaker", "command"):
+        raise ConfigError(f"config: unknown backend {backend!r} (pacemaker, command)")
+    move = _get(data, "move", str, "config", "attribute")
+    if move not in ("attribute", "crm_resource"):
+        raise ConfigError(f"config: unknown move {move!r} (attribute, crm_resource)")
+    commands = {key: _argv(value, f"[commands] {key}")
+                for key, value in _get(data, "commands", dict, "config", {}).items()}
+    if backend == "command":
+        missing = {"active", "move"} - set(commands)
+        if missing:
+            raise ConfigError(f"config: backend command needs [commands] {', '.join(sorted(missing))}")
+    state_dir = Path(str(_get(data, "state_dir", str, "config", str(DEFAULT_STATE_DIR))))
+    return Config(
+        cluster=cluster, nodes=nodes, group=str(_get(data, "group", str, "config", "kolab")),
+        rules=Rules(hosts=frozenset(hosts), services=frozenset(probes),
+                    soft_attempt=soft or None, cooldown=float(cooldown)),
+        probes=probes, backend=str(backend), move=str(move),
+        attribute=str(_get(data, "attribute", str, "config", "kolab-degraded")),
+        fence=bool(_get(data, "fence", bool, "config", False)),
+        transition_timeout=float(_get(data, "transition_timeout", (int, float), "config", 120)),
+        probe_timeout=float(_get(data, "probe_timeout", (int, float), "config", 15)),
+        lock=Path(str(_get(data, "lock", str, "config", str(state_dir / "takeover.lock")))),
+        audit=Path(str(_get(data, "audit", str, "config", str(state_dir / "audit.jsonl")))),
+        commands=commands)

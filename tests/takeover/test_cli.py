@@ -1,0 +1,146 @@
+"""kolabmon-takeover end to end with the command backend: a two-node "cluster" whose active node is a
+file, moved by a command — the same interface a keepalived setup uses. Lock, audit, exit codes,
+dry-run, second opinion and macro validation; the Pacemaker backend is tested in the lab cluster."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import BIN, clean_env
+
+PY = sys.executable
+HARD = ["--host", "kolab-cluster", "--service", "imap", "--state", "CRITICAL", "--state-type", "HARD",
+        "--attempt", "1", "--max-attempts", "3"]
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> dict[str, Path]:
+    """node1 active; the 'imap' probe fails while node1 is active (and the fault flag is set)."""
+    active, fault, moves = tmp_path / "active", tmp_path / "fault", tmp_path / "moves"
+    active.write_text("node1\n")
+    fault.write_text("node1")
+    probe = (f"import sys; a=open({str(active)!r}).read().strip(); f=open({str(fault)!r}).read().strip();"
+             "print(f'IMAP CRITICAL - hung on {a}' if a == f else f'IMAP OK - served by {a}');"
+             "sys.exit(2 if a == f else 0)")
+    move = (f"import sys, time; time.sleep(0.3); "
+            f"open({str(moves)!r}, 'a').write(sys.argv[1] + '->' + sys.argv[2] + '\\n');"
+            f"open({str(active)!r}, 'w').write(sys.argv[2])")
+    config = tmp_path / "takeover.toml"
+    config.write_text(f"""
+cluster = "kolab-cluster"
+backend = "command"
+cooldown = 600
+state_dir = "{tmp_path}"
+transition_timeout = 10
+probe_timeout = 5
+[nodes.node1]
+[nodes.node2]
+[services.imap]
+reprobe = {json.dumps([PY, "-c", probe])}
+[commands]
+active = ["cat", "{active}"]
+move = {json.dumps([PY, "-c", move, "{from}", "{to}"])}
+""")
+    return {"config": config, "active": active, "fault": fault, "moves": moves, "audit": tmp_path / "audit.jsonl"}
+
+
+def takeover(world: dict[str, Path], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / "kolabmon-takeover"), "--config", str(world["config"]), *args],
+                          capture_output=True, text=True, env=clean_env(), timeout=60)
+
+
+def records(world: dict[str, Path]) -> list[dict]:
+    return [json.loads(line) for line in world["audit"].read_text().splitlines()]
+
+
+def test_hard_critical_moves_and_verifies(world) -> None:
+    proc = takeover(world, *HARD)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.startswith("TAKEOVER ACTED - moved kolab node1 -> node2") and proc.stdout.count("\n") == 1
+    assert "imap verified: IMAP OK - served by node2" in proc.stdout
+    assert world["active"].read_text() == "node2"
+    [record] = records(world)
+    assert record["decision"] == "act" and record["moved"] is True and record["exit"] == 0
+    assert record["second_opinion"]["exit"] == 2 and record["verify"]["exit"] == 0
+    assert set(record["durations"]) >= {"decide", "reprobe", "move", "verify", "total"}
+    assert record["event"]["state_type"] == "HARD"
+
+
+def test_soft_and_ok_do_not_move(world) -> None:
+    soft = [a if a != "HARD" else "SOFT" for a in HARD]
+    proc = takeover(world, *soft)
+    assert proc.returncode == 1 and proc.stdout.startswith("TAKEOVER WAIT - SOFT CRITICAL attempt 1/3")
+    ok = [a if a != "CRITICAL" else "OK" for a in HARD]
+    proc = takeover(world, *ok)
+    assert proc.returncode == 0 and "imap is OK: nothing to do" in proc.stdout
+    assert world["active"].read_text().strip() == "node1" and not world["moves"].exists()
+    assert [r["decision"] for r in records(world)] == ["wait", "nothing"]
+
+
+def test_second_opinion_passing_refuses(world) -> None:
+    world["fault"].write_text("gone")  # the fault went away before the handler ran
+    proc = takeover(world, *HARD)
+    assert proc.returncode == 1 and "second opinion: imap passes now" in proc.stdout
+    assert not world["moves"].exists()
+
+
+def test_dry_run_changes_nothing(world) -> None:
+    proc = takeover(world, "--dry-run", *HARD)
+    assert proc.returncode == 0 and "dry run: would move kolab node1 -> node2" in proc.stdout
+    assert world["active"].read_text().strip() == "node1" and not world["moves"].exists()
+    assert records(world)[-1]["dry_run"] is True
+
+
+def test_cooldown_after_a_move(world) -> None:
+    assert takeover(world, *HARD).returncode == 0
+    world["fault"].write_text("node2")  # now the new node degrades at once: no ping-pong
+    proc = takeover(world, *HARD)
+    assert proc.returncode == 1 and "cool-down: last move" in proc.stdout
+    assert world["moves"].read_text() == "node1->node2\n"
+
+
+def test_ten_concurrent_calls_move_exactly_once(world) -> None:
+    with ThreadPoolExecutor(10) as pool:
+        results = list(pool.map(lambda _: takeover(world, *HARD), range(10)))
+    assert world["moves"].read_text() == "node1->node2\n"
+    acted = [r for r in results if r.stdout.startswith("TAKEOVER ACTED")]
+    assert len(acted) == 1
+    others = [r.stdout for r in results if r not in acted]
+    assert all("another takeover is in progress" in o or "cool-down" in o for o in others), others
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    ([], "the following arguments are required"),
+    (HARD[:-2], "--max-attempts"),
+    ([a if a != "CRITICAL" else "" for a in HARD], "--state: must be one of"),
+    ([a if a != "CRITICAL" else "BROKEN" for a in HARD], "--state: must be one of"),
+    ([a if a != "3" else "x" for a in HARD], "--max-attempts: must be a positive integer"),
+    ([a if a != "kolab-cluster" else "" for a in HARD], "--host is empty"),
+    ([*HARD, "--flapping", "maybe"], "--flapping: must be 0 or 1"),
+    ([*HARD, "; rm -rf /"], "unrecognized arguments"),
+])
+def test_bad_macros_are_one_line_exit_3_and_change_nothing(world, args, words) -> None:
+    proc = takeover(world, *args)
+    assert proc.returncode == 3, proc.stdout
+    assert proc.stdout.startswith("TAKEOVER ERROR - ") and words in proc.stdout and proc.stdout.count("\n") == 1
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert not world["moves"].exists() and not world["audit"].exists()
+
+
+def test_bad_config_is_exit_3(tmp_path) -> None:
+    proc = subprocess.run([str(BIN / "kolabmon-takeover"), "--config", str(tmp_path / "none.toml"), *HARD],
+                          capture_output=True, text=True, env=clean_env())
+    assert proc.returncode == 3 and "cannot read config" in proc.stdout
+
+
+def test_recover_runs_the_recover_command(world) -> None:
+    proc = takeover(world, "recover", "node1")
+    assert proc.returncode == 0 and "nothing to clear" in proc.stdout
+    proc = takeover(world, "recover", "node9")
+    assert proc.returncode == 2 and "unknown node node9" in proc.stdout
