@@ -27,6 +27,7 @@ OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 STATE_NAMES = ("OK", "WARNING", "CRITICAL", "UNKNOWN")
 PASSWORD_ENV = "KOLABMON_PASSWORD"
 DEFAULT_TIMEOUT = 10.0
+WATCHDOG_GRACE = 0.3  # the watchdog answers this long before --timeout
 
 
 class PluginError(Exception):
@@ -193,6 +194,11 @@ class Clock:
         if left <= 0:
             raise TimeoutError(f"deadline reached while {self.step}")
         return left
+
+    def for_child(self) -> float:
+        """Seconds a child process may run: it must be killed before the watchdog fires and exits,
+        or it would outlive the plugin."""
+        return max(self.remaining() - WATCHDOG_GRACE - 0.2, 0.1)
 
     def enter(self, step: str) -> float:
         """Mark the start of a step; returns the seconds left for it."""
@@ -375,7 +381,7 @@ def run(service: str, check: nagiosplugin.Check, clock: Clock, *, timeout_state:
 class Watchdog:
     """Hard deadline for the executable: prints the timeout line and exits, whatever hangs."""
 
-    def __init__(self, service: str, clock: Clock, state: int, grace: float = 0.3) -> None:
+    def __init__(self, service: str, clock: Clock, state: int, grace: float = WATCHDOG_GRACE) -> None:
         import threading
 
         self.lock = threading.Lock()

@@ -45,7 +45,7 @@ class PacemakerHeartbeat:
         args, clock = self.args, self.clock
         clock.enter("reading crm_mon")
         try:
-            status = pacemaker.status(args.command_prefix, args.hostname, clock.remaining())
+            status = pacemaker.status(args.command_prefix, args.hostname, clock.for_child())
         except pacemaker.ToolError as exc:
             raise runtime.PluginError(str(exc), runtime.UNKNOWN) from None
         except pacemaker.StackDown as exc:
@@ -84,8 +84,8 @@ class PacemakerHeartbeat:
 
         args = self.args
         stats = pacemaker.run(args.command_prefix, args.hostname,
-                              ["corosync-cmapctl", "-m", "stats", "stats.knet."], self.clock.remaining())
-        cmap = pacemaker.run(args.command_prefix, args.hostname, ["corosync-cmapctl"], self.clock.remaining())
+                              ["corosync-cmapctl", "-m", "stats", "stats.knet."], self.clock.for_child())
+        cmap = pacemaker.run(args.command_prefix, args.hostname, ["corosync-cmapctl"], self.clock.for_child())
         if stats.returncode != 0 or cmap.returncode != 0:
             text = (stats.stderr or cmap.stderr).strip().splitlines()
             return 0, 0, [(runtime.UNKNOWN, "corosync-cmapctl failed: " + (text[-1] if text else "no output"))]
@@ -97,7 +97,7 @@ class PacemakerHeartbeat:
 
         args = self.args
         started = time.monotonic()
-        wait = min(self.clock.remaining() - 0.5, 5.0)
+        wait = min(self.clock.for_child() - 0.5, 5.0)
         try:
             proc = pacemaker.run(args.command_prefix, args.hostname,
                                  ["crmadmin", "-q", "-t", str(int(max(wait, 1) * 1000)), "-S", dc], wait + 0.5)

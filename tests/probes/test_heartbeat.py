@@ -1,0 +1,112 @@
+"""check_kolab_heartbeat: bad tool output and split brain with fake cluster tools (tests/fakes/crm_mon);
+the real two-node lab cluster in tests/probes/test_heartbeat_cluster.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kolabmon import pacemaker
+from kolabmon.probes import heartbeat
+from tests.fakes import crm_mon
+from tests.helpers import assert_plugin_output, run_plugin
+
+
+def heartbeat_with(tmp_path: Path, *args: str, **fake) -> object:
+    fakes = crm_mon.install(tmp_path / "bin", **fake)
+    return run_plugin("check_kolab_heartbeat", *args, PATH=f"{fakes}:/usr/bin:/bin")
+
+
+def test_split_brain_is_critical(tmp_path) -> None:
+    run = heartbeat_with(tmp_path, crm_mon=crm_mon.SPLIT_BRAIN.read_text())
+    assert_plugin_output(run.out, run.rc)
+    assert run.rc == 2 and "kolab active on node1 and node2 (split brain)" in run.line, run.out
+
+
+@pytest.mark.parametrize(("output", "code", "state", "words"), [
+    ("<pacemaker-result><summary>", 0, 3, "malformed XML"),
+    (crm_mon.SPLIT_BRAIN.read_text()[:900], 0, 3, "malformed XML"),      # truncated mid-stream
+    ("Stack: corosync\nCurrent DC: node1\n", 0, 3, "malformed XML"),        # text output, not XML
+    ("<pacemaker-result api-version='2.25'><status code='0'/></pacemaker-result>", 0, 3, "no <summary>"),
+    ("", 1, 3, "crm_mon exited 1 without output"),
+    (crm_mon.NOT_CONNECTED, 102, 2, "cluster stack not reachable"),
+])
+def test_bad_crm_mon_output(tmp_path, output, code, state, words) -> None:
+    run = heartbeat_with(tmp_path, crm_mon=output, exit_code=code)
+    assert_plugin_output(run.out, run.rc)
+    assert run.rc == state and words in run.line, run.out
+
+
+def test_crm_mon_missing_is_unknown(tmp_path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    run = run_plugin("check_kolab_heartbeat", PATH=str(empty))
+    assert_plugin_output(run.out, run.rc)
+    assert run.rc == 3 and "crm_mon not found" in run.line, run.out
+
+
+def test_crm_mon_hanging_hits_the_deadline(tmp_path) -> None:
+    run = heartbeat_with(tmp_path, "-t", "2", crm_mon="", hang=True)
+    assert_plugin_output(run.out, run.rc)
+    assert run.rc == 2 and "(while reading crm_mon)" in run.line, run.out
+    assert run.seconds < 3
+    fake = str(tmp_path / "bin" / "crm_mon")
+    assert not [p for p in Path("/proc").glob("[0-9]*") if fake in _cmdline(p)], "the hung crm_mon outlived the plugin"
+
+
+def _cmdline(proc: Path) -> str:
+    try:
+        return (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def test_file_source(tmp_path) -> None:
+    beat = tmp_path / "beat"
+    import time
+    beat.write_text(f"{time.time() - 5:.0f}\n")
+    run = run_plugin("check_kolab_heartbeat", "--source", f"file:{beat}", "-w", "10", "-c", "20")
+    match = assert_plugin_output(run.out, run.rc)
+    assert run.rc == 0 and "peer heartbeat" in run.line and "heartbeat_age=" in match["perf"], run.out
+    beat.write_text(f"{time.time() - 15:.0f}\n")
+    run = run_plugin("check_kolab_heartbeat", "--source", f"file:{beat}", "-w", "10", "-c", "20")
+    assert run.rc == 1 and "heartbeat_age 1" in run.line, run.out
+    run = run_plugin("check_kolab_heartbeat", "--source", f"file:{tmp_path / 'none'}", "-w", "10", "-c", "20")
+    assert run.rc == 2 and "does not exist" in run.line, run.out
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["--source", "carrier-pigeon"], "invalid --source"),
+    (["--source", "file:"], "invalid --source"),
+    (["--command-prefix", "ssh -o BatchMode=yes {node}"], "give the node with -H"),
+    (["-w", "x"], "invalid range"),
+])
+def test_usage_errors(args, words) -> None:
+    run = run_plugin("check_kolab_heartbeat", *args)
+    assert_plugin_output(run.out, run.rc)
+    assert run.rc == 3 and words in run.line, run.out
+
+
+def test_assess_names_every_problem() -> None:
+    status = pacemaker.parse(crm_mon.SPLIT_BRAIN.read_text())
+    status.stonith_enabled = False
+    status.bans.append("cli-prefer-kolab")
+    status.failures.append("imap_monitor_10000 on node1: not running")
+    status.nodes[1].online = False
+    found = dict((text, state) for state, text in heartbeat.assess(status, "kolab", 2))
+    assert found["node2 offline"] == 2
+    assert found["kolab active on node1 and node2 (split brain)"] == 2
+    assert found["fencing disabled: a takeover from a hung node will block"] == 1
+    assert any("leftover move constraints cli-prefer-kolab" in t for t in found)
+    assert any(t.startswith("failed actions: imap_monitor_10000") for t in found)
+
+
+def test_link_state() -> None:
+    up, total, found = heartbeat.link_state(crm_mon.CMAP_STATS, crm_mon.CMAP)
+    assert (up, total, found) == (2, 2, [])
+    one_down = crm_mon.CMAP_STATS.replace("node2.link0.connected (u8) = 1", "node2.link0.connected (u8) = 0")
+    up, total, found = heartbeat.link_state(one_down, crm_mon.CMAP)
+    assert (up, total) == (1, 2) and found == [(1, "link 0 to node2 down (1 of 2 up)")]
+    both_down = one_down.replace("node2.link1.connected (u8) = 1", "node2.link1.connected (u8) = 0")
+    assert heartbeat.link_state(both_down, crm_mon.CMAP)[2] == [(2, "all links to node2 down")]
