@@ -411,17 +411,21 @@ class Watchdog:
 def main(service: str, build: Callable[[argparse.Namespace, Clock], nagiosplugin.Check],
          make_parser: Callable[[], Parser], argv: Sequence[str] | None = None,
          required: Sequence[str] = ("hostname",),
-         logs_in: Callable[[argparse.Namespace], bool] = lambda args: False) -> int:
+         logs_in: Callable[[argparse.Namespace], bool] = lambda args: False,
+         validate: Callable[[argparse.Namespace], None] | None = None) -> int:
     """The executable: parse, arm the watchdog, run, print one line, return the exit code.
 
-    When `logs_in(args)` is true the password is looked up once, kept in `args.password` for
-    `build`, and redacted from everything printed.
+    `validate(args)` checks options against each other (UsageError → one UNKNOWN line, before any
+    library is imported). When `logs_in(args)` is true the password is looked up once, kept in
+    `args.password` for `build`, and redacted from everything printed.
     """
     clock = Clock()
     p = make_parser()
     try:
         args = parse(p, argv, required)
         if not (args.help or args.version):
+            if validate:
+                validate(args)
             args.password = password(args) if logs_in(args) else None
     except UsageError as exc:
         sys.stdout.write(status_line(service, UNKNOWN, str(exc)) + f"\nUsage: {p.prog} --help\n")

@@ -264,17 +264,18 @@ def make_parser() -> runtime.Parser:
     return p
 
 
-def build(args: argparse.Namespace, clock: runtime.Clock) -> nagiosplugin.Check:
-    if args.source == "pacemaker":
-        resource: PacemakerHeartbeat | FileHeartbeat = PacemakerHeartbeat(args, clock)
-    elif args.source.startswith("file:") and len(args.source) > len("file:"):
-        resource = FileHeartbeat(args, clock)
-    else:
+def validate(args: argparse.Namespace) -> None:
+    if args.source != "pacemaker" and not (args.source.startswith("file:") and len(args.source) > len("file:")):
         raise runtime.UsageError(f"invalid --source {args.source!r} (pacemaker or file:PATH)")
     if args.command_prefix and "{node}" in args.command_prefix and not args.hostname:
         raise runtime.UsageError("--command-prefix uses {node}: give the node with -H")
+
+
+def build(args: argparse.Namespace, clock: runtime.Clock) -> nagiosplugin.Check:
+    resource: PacemakerHeartbeat | FileHeartbeat
+    resource = PacemakerHeartbeat(args, clock) if args.source == "pacemaker" else FileHeartbeat(args, clock)
     return runtime.check(resource, contexts(args), present(resource, args))  # type: ignore[arg-type]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return runtime.main(SERVICE, build, make_parser, argv, required=())
+    return runtime.main(SERVICE, build, make_parser, argv, required=(), validate=validate)
