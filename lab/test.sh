@@ -5,4 +5,5 @@ cd "$(dirname "$0")/.."
 lab/setup.sh
 .venv/bin/ruff check .
 .venv/bin/mypy
-exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+# a private basetemp: pytest prunes old /tmp/pytest-of-root/pytest-N dirs, even those of a running session
+exec .venv/bin/python -m pytest -q -p no:cacheprovider --basetemp=/tmp/kolabmon-pytest "$@"
