@@ -82,7 +82,8 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--state-type", required=True, type=_choice(policy.STATE_TYPES), help="$service.state_type$")
     p.add_argument("--attempt", required=True, type=_positive, help="$service.check_attempt$")
     p.add_argument("--max-attempts", required=True, type=_positive, help="$service.max_check_attempts$")
-    p.add_argument("--flapping", type=_flag, default=False, help="$service.is_flapping$ (0|1)")
+    p.add_argument("--flapping", type=_flag, default=False,
+                   help="$service.flapping$ as 0|1 (the EventCommand converts true/false)")
     args = p.parse_args(argv)
     for name in ("host", "service"):
         if not getattr(args, name).strip():

@@ -19,7 +19,7 @@ EXIT_CODES = {ACT: 0, NOTHING: 0, WAIT: 1, REFUSE: 1}
 @dataclass(frozen=True)
 class Event:
     """What Icinga passed: $host.name$ $service.name$ $service.state$ $service.state_type$
-    $service.check_attempt$ $service.max_check_attempts$ $service.is_flapping$."""
+    $service.check_attempt$ $service.max_check_attempts$ $service.flapping$."""
 
     host: str
     service: str

@@ -1,0 +1,315 @@
+"""kolabmon-notify: real delivery through the lab Postfix to the on-call mailbox (user2's, read
+back over IMAP and deleted; user1's INBOX is the IMAP tests' and stays untouched), a local
+webhook receiver, and the faults: refused, hung, untrusted, failing receivers, bad macros."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import uuid
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+
+from kolabmon import notify
+from lab import servers
+from tests.fakes.faults import Silent
+from tests.fakes.webhook import WebhookReceiver
+from tests.helpers import BIN, assert_plugin_output, clean_env, run_plugin
+
+ONCALL, PASSWORD = "user2@example.org", servers.USERS["user2@example.org"]
+PROBLEM = ["--type", "PROBLEM", "--host", "kolab-cluster", "--service", "imap", "--state", "CRITICAL"]
+
+
+def notify_run(*args: str, password: str | None = None, timeout: float = 40):
+    return run_plugin("kolabmon-notify", *args, password=password, timeout=timeout)
+
+
+def mail_args(postfix, certs, *extra: str) -> list[str]:
+    """Submission as the on-call user over STARTTLS, verified against the lab CA."""
+    return ["--to", ONCALL, "--from", "icinga@example.org", "--smtp-host", "127.0.0.1",
+            "--smtp-port", str(postfix.ports["smtp"]), "--starttls", "--ca-file", str(certs.ca),
+            "-u", ONCALL, *extra]
+
+
+def fetch_and_delete(dovecot, tag: str, wait: float = 15) -> EmailMessage:
+    """The one message in user2's INBOX that carries `tag`, read over IMAP and then deleted."""
+    import imapclient
+
+    deadline = time.monotonic() + wait
+    with imapclient.IMAPClient("127.0.0.1", port=dovecot.ports["imap"], ssl=False, timeout=10) as client:
+        client.login(ONCALL, PASSWORD)
+        while True:
+            client.select_folder("INBOX")
+            found = client.search(["TEXT", tag])
+            if found or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert len(found) == 1, f"expected one message tagged {tag} in {ONCALL}'s INBOX, found {len(found)}"
+        raw = client.fetch(found, ["RFC822"])[found[0]][b"RFC822"]
+        client.delete_messages(found)
+        client.expunge()
+    return message_from_bytes(raw, policy=policy.default)  # type: ignore[return-value]
+
+
+@pytest.fixture
+def audit_of_a_move(tmp_path: Path) -> Path:
+    """A real audit log: kolabmon-takeover (command backend) moved the group node1 -> node2."""
+    active = tmp_path / "active"
+    active.write_text("node1\n")
+    probe = (f"import sys; a=open({str(active)!r}).read().strip();"
+             "print(f'IMAP CRITICAL - hung on {a}' if a == 'node1' else f'IMAP OK - served by {a}');"
+             "sys.exit(2 if a == 'node1' else 0)")
+    move = f"import sys; open({str(active)!r}, 'w').write(sys.argv[2])"
+    config = tmp_path / "takeover.toml"
+    config.write_text(f"""
+cluster = "kolab-cluster"
+backend = "command"
+state_dir = "{tmp_path}"
+transition_timeout = 10
+probe_timeout = 5
+[nodes.node1]
+[nodes.node2]
+[services.imap]
+reprobe = {json.dumps([sys.executable, "-c", probe])}
+[commands]
+active = ["cat", "{active}"]
+move = {json.dumps([sys.executable, "-c", move, "{from}", "{to}"])}
+""")
+    proc = subprocess.run([str(BIN / "kolabmon-takeover"), "--config", str(config), *PROBLEM[2:],
+                           "--state-type", "HARD", "--attempt", "1", "--max-attempts", "3"],
+                          capture_output=True, text=True, env=clean_env(), timeout=60)
+    assert proc.returncode == 0 and "TAKEOVER ACTED" in proc.stdout, proc.stdout + proc.stderr
+    return tmp_path / "audit.jsonl"
+
+
+# --- real delivery ---------------------------------------------------------------------------
+
+
+def test_problem_mail_reaches_the_oncall_mailbox_with_the_cluster_context(postfix, dovecot, certs,
+                                                                          audit_of_a_move) -> None:
+    tag = uuid.uuid4().hex
+    output = f"IMAP CRITICAL - no answer within 10 s (while logging in) {tag}"
+    run = notify_run(*PROBLEM, "--output", output, "--active", "node2", "--audit", str(audit_of_a_move),
+                     "--time", "2026-11-25 12:00:00 +0000", *mail_args(postfix, certs), password=PASSWORD)
+    assert_plugin_output(run.out, run.rc)
+    assert run.rc == 0, run.out
+    assert run.out.count("\n") == 1 and f"mailed {ONCALL} via 127.0.0.1:{postfix.ports['smtp']}" in run.line
+    mail = fetch_and_delete(dovecot, tag)
+    assert mail["Subject"] == "[kolabmon] PROBLEM: imap on kolab-cluster is CRITICAL"
+    assert mail["From"] == "icinga@example.org" and mail["To"] == ONCALL
+    body = mail.get_content()
+    assert output in body
+    assert "node2 (from the nodes' heartbeat checks)" in body
+    assert "moved kolab node1 -> node2" in body  # the takeover's own words, from its audit log
+    assert "check node1 (why it failed there), then run: kolabmon-takeover recover node1" in body
+    assert PASSWORD not in body + run.out + run.err
+
+
+def test_host_recovery_over_implicit_tls_says_nothing_to_do(postfix, dovecot, certs, tmp_path: Path) -> None:
+    tag = uuid.uuid4().hex
+    run = notify_run("--type", "RECOVERY", "--host", "node1", "--host-state", "UP", "--host-output",
+                     f"PING OK - Packet loss = 0% {tag}", "--audit", str(tmp_path / "none.jsonl"),
+                     "--to", ONCALL, "--smtp-host", "127.0.0.1", "--smtp-port", str(postfix.ports["smtps"]),
+                     "--tls", "--ca-file", str(certs.ca), "-u", ONCALL, password=PASSWORD)
+    assert_plugin_output(run.out, run.rc)
+    assert run.rc == 0, run.out
+    body = fetch_and_delete(dovecot, tag).get_content()
+    assert "RECOVERY: host node1 is UP" in body
+    assert "Active node:" in body and "unknown (no fresh heartbeat result" in body
+    assert "Last takeover:" in body and "none recorded" in body and "Nothing to do." in body
+
+
+def test_webhook_gets_the_json_document_with_the_bearer_token(tmp_path: Path, audit_of_a_move) -> None:
+    token = "tok-" + uuid.uuid4().hex
+    token_file = tmp_path / "token"
+    token_file.write_text(token + "\n")
+    with WebhookReceiver() as hook:
+        run = notify_run(*PROBLEM, "--output", "IMAP CRITICAL - connection refused", "--active", "node2",
+                         "--audit", str(audit_of_a_move), "--webhook", hook.url,
+                         "--webhook-token-file", str(token_file), "--comment", f"see {token}")
+    assert_plugin_output(run.out, run.rc)
+    assert run.rc == 0 and f"webhook 127.0.0.1:{hook.port} 200" in run.line, run.out
+    assert token not in run.out
+    (request,) = hook.requests
+    assert request.path == "/hooks/kolabmon"
+    assert request.headers["Authorization"] == f"Bearer {token}"
+    assert request.headers["Content-Type"] == "application/json"
+    doc = request.json
+    assert doc["type"] == "PROBLEM" and doc["host"] == "kolab-cluster" and doc["service"] == "imap"
+    assert doc["state"] == "CRITICAL" and doc["output"] == "IMAP CRITICAL - connection refused"
+    assert doc["active_node"].startswith("node2") and "moved kolab node1 -> node2" in doc["last_takeover"]
+    assert "kolabmon-takeover recover node1" in doc["next_step"]
+    assert token not in json.dumps(doc)  # a secret that came in through a macro is redacted
+
+
+# --- failed deliveries: non-zero, one line, within --timeout --------------------------------
+
+
+def assert_failed(run, words: str, timeout: float) -> None:
+    assert_plugin_output(run.out, run.rc)
+    assert run.rc == 2, run.out
+    assert run.out.count("\n") == 1 and not run.err, run.out + run.err
+    assert words in run.line, run.line
+    assert run.seconds < timeout + 1, f"{run.seconds:.1f} s"
+
+
+def test_refused_smtp_fails_at_once() -> None:
+    port = servers.free_port()
+    run = notify_run(*PROBLEM, "--to", ONCALL, "--smtp-host", "127.0.0.1", "--smtp-port", str(port), "-t", "5")
+    assert_failed(run, f"mail failed: connection refused (while connecting to 127.0.0.1:{port})", 5)
+
+
+def test_hung_smtp_fails_within_the_timeout() -> None:
+    with Silent() as port:
+        run = notify_run(*PROBLEM, "--to", ONCALL, "--smtp-host", "127.0.0.1", "--smtp-port", str(port), "-t", "3")
+    assert_failed(run, f"mail failed: no answer within 3 s (while connecting to 127.0.0.1:{port})", 3)
+
+
+def test_untrusted_smtp_certificate_fails_by_default(postfix) -> None:
+    run = notify_run(*PROBLEM, "--to", ONCALL, "--smtp-host", "127.0.0.1", "--smtp-port",
+                     str(postfix.ports["smtps"]), "--tls", "-t", "5")
+    assert_failed(run, "mail failed: TLS certificate not trusted", 5)
+
+
+def test_wrong_smtp_password_fails_without_printing_it(postfix, certs) -> None:
+    wrong = "wrong-" + uuid.uuid4().hex
+    run = notify_run(*PROBLEM, *mail_args(postfix, certs), "-t", "10", password=wrong)
+    assert_failed(run, f"mail failed: login failed for {ONCALL}", 10)
+    assert wrong not in run.out
+
+
+def test_webhook_500_fails() -> None:
+    with WebhookReceiver(status=500) as hook:
+        run = notify_run(*PROBLEM, "--webhook", hook.url, "-t", "5")
+    assert_failed(run, f"webhook failed: webhook 127.0.0.1:{hook.port} answered 500", 5)
+
+
+def test_hung_webhook_fails_within_the_timeout() -> None:
+    with WebhookReceiver(hang=True) as hook:
+        run = notify_run(*PROBLEM, "--webhook", hook.url, "-t", "3")
+    assert_failed(run, "webhook failed: no answer within 3 s (while posting to 127.0.0.1", 3)
+
+
+def test_one_failed_channel_fails_the_notification_but_not_the_other(postfix, dovecot, certs) -> None:
+    tag = uuid.uuid4().hex
+    with WebhookReceiver(status=503) as hook:
+        run = notify_run(*PROBLEM, "--output", f"IMAP CRITICAL - {tag}", *mail_args(postfix, certs),
+                         "--webhook", hook.url, "-t", "10", password=PASSWORD)
+    assert_failed(run, "webhook failed: webhook", 10)
+    assert f"mailed {ONCALL}" in run.line
+    fetch_and_delete(dovecot, tag)
+
+
+# --- bad macros and usage: UNKNOWN, one line ------------------------------------------------
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--type", "PROBLEM", "--host", "h", "--service", "imap", "--state", "BROKEN", "--to", ONCALL],
+     "--state 'BROKEN' is not one of OK, WARNING, CRITICAL, UNKNOWN"),
+    (["--type", "NOPE", "--host", "h", "--service", "imap", "--state", "OK", "--to", ONCALL],
+     "--type 'NOPE' is not an Icinga notification type"),
+    (["--type", "PROBLEM", "--host", "", "--service", "imap", "--state", "OK", "--to", ONCALL],
+     "--host is empty"),
+    (["--type", "PROBLEM", "--host", "h", "--host-state", "SIDEWAYS", "--to", ONCALL],
+     "--host-state 'SIDEWAYS' is not one of UP, DOWN, UNREACHABLE"),
+    (["--type", "PROBLEM", "--host", "$host.name$", "--service", "imap", "--state", "OK", "--to", ONCALL],
+     "--host is an unresolved Icinga macro ($host.name$)"),
+    (["--host", "h", "--service", "imap", "--state", "OK", "--to", ONCALL], "missing --type"),
+    ([*PROBLEM], "nowhere to deliver"),
+    ([*PROBLEM, "--to", "not an address"], "--to 'not an address' is not a mail address"),
+    ([*PROBLEM, "--webhook", "ftp://x/y"], "is not an http(s) URL"),
+    ([*PROBLEM, "--to", ONCALL, "-u", ONCALL], "no password: use --password-file PATH or set KOLABMON_PASSWORD"),
+    ([*PROBLEM, "--webhook", "http://127.0.0.1:1/", "--webhook-token-file", "/nonexistent/token"],
+     "cannot read webhook token file /nonexistent/token"),
+    ([*PROBLEM, "--to", ONCALL, "--tls", "--starttls"], "not allowed with argument"),
+    ([*PROBLEM, "--to", ONCALL, "--bogus"], "unrecognized arguments: --bogus"),
+    ([*PROBLEM, "--to", ONCALL, "--failover", "yes"], "argument --failover: must be 0 or 1, not 'yes'"),
+])
+def test_bad_macros_and_usage_are_unknown_in_one_line(args: list[str], words: str) -> None:
+    run = notify_run(*args)
+    assert_plugin_output(run.out, run.rc)
+    assert run.rc == 3 and run.out.count("\n") == 1, run.out
+    assert words in run.line
+
+
+def test_help_and_version_exit_unknown_without_mail_or_http_imports() -> None:
+    code = ("import sys; from kolabmon import notify; rc = notify.main(sys.argv[1:]); "
+            "print(rc, sorted(m for m in ('smtplib', 'requests', 'ssl', 'nagiosplugin') if m in sys.modules))")
+    for flag in ("--help", "--version", "--bogus"):
+        proc = subprocess.run([str(BIN / "python"), "-c", code, flag], capture_output=True, text=True,
+                              env=clean_env())
+        assert proc.stdout.rstrip().endswith("3 []"), proc.stdout
+
+
+# --- the audit log and the next step (pure) ---------------------------------------------------
+
+
+def write_audit(path: Path, *records: dict) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def move(epoch: float, moved: bool = True, **extra: object) -> dict:
+    return {"epoch": epoch, "time": "2026-11-25T12:00:00+0000", "cluster": "kolab-cluster", "dry_run": False,
+            "event": {"host": "kolab-cluster", "service": "imap"}, "decision": "act", "moved": moved,
+            "cluster_state": {"active": "node1", "passive": "node2"},
+            "reason": "moved kolab node1 -> node2 in 14.2 s" if moved else "move node1 -> node2 failed: blocked",
+            **extra}
+
+
+def event(*argv: str) -> notify.Event:
+    return notify.Event(notify.parse([*argv, "--to", ONCALL]))
+
+
+def test_audit_log_missing_unreadable_or_garbled(tmp_path: Path) -> None:
+    assert notify.read_audit(str(tmp_path / "none")).line().startswith("none recorded")
+    assert notify.read_audit(str(tmp_path)).line().startswith("unknown (cannot read")
+    log = tmp_path / "audit.jsonl"
+    log.write_text("not json\n" + json.dumps(move(time.time())) + "\n{\"half\": \n[1, 2]\n")
+    assert "moved kolab node1 -> node2" in notify.read_audit(str(log)).line()
+
+
+def test_next_step_after_a_move_a_recover_a_failure_and_a_refusal(tmp_path: Path) -> None:
+    now = time.time()
+    problem = event(*PROBLEM)
+    recovery = event("--type", "RECOVERY", "--host", "kolab-cluster", "--service", "imap", "--state", "OK")
+    moved = notify.read_audit(str(write_audit(tmp_path / "a", move(now - 60))))
+    assert "then run: kolabmon-takeover recover node1" in notify.next_step(problem, moved, "node2")
+    assert "kolabmon-takeover recover node1" in notify.next_step(recovery, moved, "node2")
+    recovered = notify.read_audit(str(write_audit(tmp_path / "b", move(now - 60), {
+        "epoch": now - 30, "command": "recover", "node": "node1", "result": "recovered", "dry_run": False})))
+    assert notify.next_step(recovery, recovered, "node2") == "Nothing to do."
+    failed = notify.read_audit(str(write_audit(tmp_path / "c", move(now - 60, moved=False))))
+    assert "takeover failed or left the cluster blocked" in notify.next_step(problem, failed, "node1")
+    refused = notify.read_audit(str(write_audit(tmp_path / "d", {
+        "epoch": now - 10, "event": {}, "decision": "refuse", "reason": "node2 is offline", "dry_run": False})))
+    assert notify.next_step(problem, refused, "node1") == ("kolabmon did not move (node2 is offline): "
+                                                           "check imap on node1 by hand.")
+    soft = {"epoch": now - 5, "event": {"state_type": "SOFT"}, "decision": "wait", "reason": "SOFT 2/3",
+            "dry_run": False}
+    waited = notify.read_audit(str(write_audit(tmp_path / "g", soft, {**soft, "event": {"state_type": "HARD"},
+                                                                       "decision": "nothing", "reason": "OK"})))
+    assert waited.latest is None  # waiting out a SOFT state, or nothing to do on OK: no decision to report
+    assert notify.next_step(problem, waited, "node1") == "Check imap on node1."
+    failover = event(*PROBLEM, "--failover", "1")
+    assert notify.next_step(failover, waited, "node1").startswith("kolabmon-takeover is deciding on this HARD")
+    old = notify.read_audit(str(write_audit(tmp_path / "e", move(now - 7200))))
+    assert notify.next_step(problem, old, "node2") == "Check imap on node2."
+    dry = notify.read_audit(str(write_audit(tmp_path / "f", move(now - 60, dry_run=True))))
+    assert dry.line() == "none recorded"
+
+
+def test_next_step_for_flapping_acknowledgement_and_unknown() -> None:
+    nothing = notify.Takeover(None, None, set())
+    flapping = event("--type", "FLAPPINGSTART", "--host", "kolab-cluster", "--service", "smtp", "--state", "CRITICAL")
+    assert "will not move the group while it flaps" in notify.next_step(flapping, nothing, "node1")
+    ack = event(*PROBLEM[:-2], "--state", "CRITICAL", "--type", "ACKNOWLEDGEMENT", "--author", "anna",
+                "--comment", "rebooting node1")
+    assert notify.next_step(ack, nothing, "node1") == "anna is on it (rebooting node1); nothing else to do."
+    unknown = event("--type", "PROBLEM", "--host", "node1", "--service", "heartbeat", "--state", "UNKNOWN")
+    assert notify.next_step(unknown, nothing, "").startswith("The check itself failed")
