@@ -52,3 +52,19 @@ def nginx(request: pytest.FixtureRequest, lab_root: Path, certs: servers.Certs) 
 @pytest.fixture(scope="session")
 def dnsmasq(request: pytest.FixtureRequest, lab_root: Path) -> servers.Server:
     return _started(request, servers.start_dnsmasq(lab_root))
+
+
+# the two-node cluster lab (issue 5)
+from collections.abc import Iterator  # noqa: E402
+
+from lab import cluster as lab_cluster  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[lab_cluster.Cluster]:
+    """The two-node Kolab cluster lab (lab/cluster.py), up once per session and down at its end.
+
+    A concurrent session on the same machine shares it; the last one to finish tears it down.
+    """
+    with lab_cluster.shared_cluster() as running:
+        yield running
