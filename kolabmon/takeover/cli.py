@@ -160,7 +160,8 @@ def run_probe(config: Config, probe: Probe, active: str | None, timeout: float) 
         return 3, f"{argv[0]} not found"
     except subprocess.TimeoutExpired:
         return 2, f"no answer within {timeout:.0f} s"
-    return proc.returncode, (proc.stdout.strip().splitlines() or [f"exit {proc.returncode}"])[0]
+    first = (proc.stdout.strip().splitlines() or [f"exit {proc.returncode}"])[0]
+    return proc.returncode, first.split(" | ", 1)[0]  # the status line without its perfdata
 
 
 def verify(config: Config, probe: Probe, active: str, deadline: float) -> tuple[int, str]:
