@@ -1,128 +1,273 @@
-"""The lab demo: start the real servers on loopback and run every kolabmon probe against them.
-
-Prints each plugin's command line (passwords come from the environment, never argv), its output
-line and its exit code, as Icinga would see them; then stops exactly the servers it started.
+"""The failover demo (the README's main job): the two-node Kolab cluster, Icinga 2 checking it with
+kolabmon, a fault Pacemaker alone does not notice (Dovecot hangs on the active node), and the rest
+left to Icinga and kolabmon. Prints a timeline and the client-visible outage, draws it as an SVG,
+and tears everything down. `--probes` runs the single-host probe tour instead (lab/probe_tour.py).
 """
 
 from __future__ import annotations
 
-import datetime
-import os
-import shlex
-import subprocess
+import argparse
+import datetime as dt
+import shutil
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lab import servers  # noqa: E402
+from lab import cluster as lab  # noqa: E402
+from lab import icinga as lab_icinga  # noqa: E402
+from lab import servers, timeline  # noqa: E402
 
 BIN = ROOT / ".venv" / "bin"
+SVG = ROOT / "var" / "failover-timeline.svg"
+START = time.time()
 
 
-def probes(certs: servers.Certs, lab: dict[str, servers.Server], spool: Path) -> list[tuple[list[str], str]]:
-    """(argv, password) for every probe, healthy and failing cases both."""
-    user, user_pw = "user1@example.org", servers.USERS["user1@example.org"]
-    user2, user2_pw = "user2@example.org", servers.USERS["user2@example.org"]
-    ca = str(certs.ca)
-    dovecot, slapd, postfix, nginx, dns = (lab[n] for n in ("dovecot", "slapd", "postfix", "nginx", "dnsmasq"))
-    imap, imaps = str(dovecot.ports["imap"]), str(dovecot.ports["imaps"])
-    ldap, ldaps = str(slapd.ports["ldap"]), str(slapd.ports["ldaps"])
-    smtp, smtps = str(postfix.ports["smtp"]), str(postfix.ports["smtps"])
-    https = nginx.ports["https"]
-    dn, base, ldap_pw = servers.LDAP_SERVICE_DN, servers.LDAP_BASE, servers.LDAP_SERVICE_PASSWORD
-    local = "127.0.0.1"
-    return [
-        (["check_kolab_imap", "-H", local, "-p", imap, "-u", user], user_pw),
-        (["check_kolab_imap", "-H", local, "-p", imap, "--starttls", "--ca-file", ca, "-u", user], user_pw),
-        (["check_kolab_imap", "-H", local, "-p", imaps, "--tls", "--ca-file", ca, "-u", user], user_pw),
-        (["check_kolab_imap", "-H", local, "-p", imaps, "--tls", "-u", user], user_pw),
-        (["check_kolab_imap", "-H", local, "-p", imap, "-u", user], "wrong-password"),
-        (["check_kolab_ldap", "-H", local, "-p", ldap, "-D", dn, "-b", base, "-f", "(uid=user1)"], ldap_pw),
-        (["check_kolab_ldap", "-H", local, "-p", ldap, "--starttls", "--ca-file", ca, "-D", dn,
-          "-b", base, "-f", "(objectClass=inetOrgPerson)", "-W", "1"], ldap_pw),
-        (["check_kolab_ldap", "-H", local, "-p", ldaps, "--tls", "--ca-file", ca, "-D", dn,
-          "-b", "dc=nowhere,dc=org"], ldap_pw),
-        (["check_kolab_smtp", "-H", local, "-p", smtp, "--starttls", "--ca-file", ca, "-u", user,
-          "--expect-ext", "STARTTLS,AUTH"], user_pw),
-        (["check_kolab_smtp", "-H", local, "-p", smtps, "--tls", "--ca-file", ca, "-u", user], "wrong-password"),
-        (["check_kolab_freebusy", "--url", f"https://{local}:{https}/freebusy/{user}.ifb", "-u", user,
-          "--ca-file", ca], user_pw),
-        (["check_kolab_freebusy", "--url", f"https://{local}:{https}/freebusy/{user2}.ifb", "-u", user2,
-          "--ca-file", ca, "--max-age", "86400"], user2_pw),
-        (["check_kolab_dns", "-H", "kolab.example.org", "-s", local, "-p", str(dns.ports["dns"]),
-          "-a", "10.99.0.100", "--mx", "example.org", "--srv", "_imap._tcp.example.org"], ""),
-        (["check_kolab_dns", "-H", "kolab.example.org", "-s", local, "-p", str(dns.ports["dns"]),
-          "-a", "10.99.0.200"], ""),
-        (["check_kolab_storage", "--path", str(spool), "--fstype", "ext4", "-w", "20:", "-c", "10:"], ""),
-        (["check_kolab_storage", "--path", str(spool), "--expect", "unmounted"], ""),
-        (["check_kolab_roundtrip", "-H", local, "--smtp-port", smtp, "--imap-port", imap, "--starttls",
-          "--ca-file", ca, "-u", user2, "-w", "5", "-c", "20"], user2_pw),
+def say(text: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} +{time.time() - START:6.1f}s  {text}", flush=True)
+
+
+class Step:
+    """A named step: a failure says which step failed."""
+
+    current = "starting"
+
+    def __init__(self, name: str) -> None:
+        Step.current = name
+        say(f"== {name}")
+
+
+class ClientWatch(threading.Thread):
+    """What users see: IMAP login on the cluster IP from the client, every 0.5 s."""
+
+    def __init__(self, cluster: lab.Cluster, secret: Path) -> None:
+        super().__init__(daemon=True)
+        self.cluster, self.secret = cluster, secret
+        self.samples: list[tuple[float, bool]] = []
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        ca = str(lab.make_certs().ca)
+        while not self.stopping.is_set():
+            proc = self.cluster.client(
+                str(BIN / "check_kolab_imap"),
+                "-H",
+                lab.CLUSTER_IP,
+                "--starttls",
+                "--ca-file",
+                ca,
+                "-u",
+                lab_icinga.USER,
+                "--password-file",
+                str(self.secret),
+                "-t",
+                "1",
+                timeout=10,
+            )
+            self.samples.append((time.time(), proc.returncode == 0))
+            time.sleep(0.5)
+
+    def outage(self, since: float) -> tuple[float, float] | None:
+        """(first failed, first OK again) after `since`."""
+        failed = next((t for t, ok in self.samples if t >= since and not ok), None)
+        if failed is None:
+            return None
+        back = next((t for t, ok in self.samples if t > failed and ok), None)
+        return (failed, back) if back else None
+
+
+def wait(what: str, done, timeout: float):  # noqa: ANN001, ANN201
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = done()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise servers.LabError(f"{what}: not within {timeout:.0f} s")
+
+
+def healthy_table(icinga: lab_icinga.LabIcinga) -> dict[tuple[str, str], lab_icinga.Result]:
+    latest: dict[tuple[str, str], lab_icinga.Result] = {}
+    for result in icinga.results():
+        latest[(result.host, result.service)] = result
+    return latest
+
+
+def run_demo(workdir: Path) -> int:
+    Step("bringing up the two-node cluster (clean start)")
+    lab.down()
+    cluster = lab.up()
+    say(f"group {lab.GROUP} on {cluster.active_node()}, cluster IP {lab.CLUSTER_IP}")
+    icinga = lab_icinga.LabIcinga(workdir / "icinga")
+    try:
+        Step("starting Icinga 2 (monitor namespace) with the project's icinga/ config")
+        icinga.start()
+        expected = {("kolab-cluster", s) for s in ("imap", "smtp", "ldap", "freebusy", "roundtrip")} | {
+            (n, s) for n in lab.NODES for s in ("heartbeat", "storage")
+        }
+        Step("waiting for every service to be OK in Icinga")
+        wait(
+            "all services OK",
+            lambda: all((r := healthy_table(icinga).get(key)) and r.state == "OK" for key in expected),
+            90,
+        )
+        for (host, service), result in sorted(healthy_table(icinga).items()):
+            if (host, service) in expected:
+                say(f"   {host:13} {service:9} {result.output.split(' | ')[0][:110]}")
+        watch = ClientWatch(cluster, icinga.dir / "takeover" / "imap.pw")
+        watch.start()
+        time.sleep(2)
+        source = cluster.active_node()
+        assert source
+        Step(f"fault: Dovecot hangs on {source} (SIGSTOP on all its processes; Pacemaker does not notice)")
+        fault_at = time.time()
+        cluster.hang(source, "dovecot")
+        moved = wait(
+            "the takeover",
+            lambda: next((r for r in icinga.audit() if r.get("decision") == "act" and "moved" in r), None),
+            180,
+        )
+        say(f"kolabmon-takeover: {moved['reason']}")
+        if not moved.get("moved"):
+            raise servers.LabError(f"the takeover failed: {moved['reason']}")
+        target = cluster.active_node()
+        Step(f"waiting for IMAP OK in Icinga (served by {target}) and the on-call mail")
+        wait(
+            "IMAP OK again",
+            lambda: any(
+                r.service == "imap" and r.state == "OK" and r.epoch > fault_at + 1 and r.host == "kolab-cluster"
+                for r in icinga.results()
+            ),
+            90,
+        )
+        wait("the on-call mail", lambda: any(m["epoch"] >= fault_at - 1 for m in icinga.oncall_mail()), 60)
+        time.sleep(3)
+        watch.stopping.set()
+        report(cluster, icinga, watch, fault_at, source, target or "?", moved)
+        return 0
+    finally:
+        Step("tearing down (Icinga, mail, cluster)")
+        icinga.stop()
+        lab.down()
+
+
+def report(
+    cluster: lab.Cluster,
+    icinga: lab_icinga.LabIcinga,
+    watch: ClientWatch,
+    fault_at: float,
+    source: str,
+    target: str,
+    moved: dict,
+) -> None:
+    results = [r for r in icinga.results() if r.epoch >= fault_at - 20]
+    imap = [r for r in results if r.host == "kolab-cluster" and r.service == "imap"]
+    first_bad = next((r.epoch for r in imap if r.epoch > fault_at and r.state != "OK"), None)
+    hard = next(
+        (r.epoch for r in imap if r.epoch > fault_at and r.state == "CRITICAL" and r.state_type == "HARD"), None
+    )
+    decided = moved["epoch"] + moved["durations"]["decide"] + moved["durations"].get("reprobe", 0)
+    moved_at = decided + moved["durations"].get("move", 0)
+    ok_again = next((r.epoch for r in imap if hard and r.epoch > hard and r.state == "OK"), None)
+    mails = sorted(icinga.oncall_mail(), key=lambda m: m["epoch"])
+    problem_mail = next(
+        (m["epoch"] for m in mails if m["epoch"] >= fault_at - 1 and "imap" in m["subject"].lower()),
+        next((m["epoch"] for m in mails if m["epoch"] >= fault_at - 1), None),
+    )
+    fenced = fence_time(cluster, source)
+    events = [
+        (fault_at, f"fault injected: Dovecot hangs on {source}"),
+        (first_bad, "first non-OK IMAP check"),
+        (hard, "IMAP HARD CRITICAL (event handler runs)"),
+        (decided, "takeover decided (second opinion: CRITICAL)"),
+        (fenced, f"{source} fenced"),
+        (moved_at, f"cluster moved: whole group started on {target}"),
+        (ok_again, f"IMAP OK in Icinga, served by {target}"),
+        (problem_mail, "on-call notification delivered"),
     ]
+    events = sorted((t, label) for t, label in events if t)
+    print("\nTimeline (seconds after the fault):")
+    for at, label in events:
+        print(f"  {dt.datetime.fromtimestamp(at).strftime('%H:%M:%S.%f')[:-3]}  +{at - fault_at:6.1f}s  {label}")
+    outage = watch.outage(fault_at)
+    if outage:
+        print(
+            f"\nClient-visible IMAP outage (login on {lab.CLUSTER_IP} from the client every 0.5 s): "
+            f"{outage[1] - outage[0]:.1f} s (first failure +{outage[0] - fault_at:.1f} s, "
+            f"back +{outage[1] - fault_at:.1f} s)"
+        )
+    durations = moved["durations"]
+    print(
+        f"kolabmon-takeover: decide {durations['decide']:.1f} s, second opinion {durations.get('reprobe', 0):.1f} s, "
+        f"move incl. fencing {durations.get('move', 0):.1f} s, verify {durations.get('verify', 0):.1f} s"
+    )
+    lanes: dict[str, list[tuple[float, str]]] = {}
+    for r in results:
+        name = f"{r.service} ({'cluster IP' if r.host == 'kolab-cluster' else r.host})"
+        lanes.setdefault(name, [])
+        if not lanes[name] or lanes[name][-1][1] != r.state:
+            lanes[name].append((r.epoch - fault_at, r.state))
+    lanes["users: IMAP from the client"] = []
+    for at, ok in watch.samples:
+        state = "OK" if ok else "CRITICAL"
+        if not lanes["users: IMAP from the client"] or lanes["users: IMAP from the client"][-1][1] != state:
+            lanes["users: IMAP from the client"].append((at - fault_at, state))
+    start = -10.0
+    shifted = {
+        name: [(max(t, start) - start, s) for t, s in samples if t < 200] for name, samples in sorted(lanes.items())
+    }
+    end = max((s[-1][0] for s in shifted.values() if s), default=60) + 5
+    SVG.parent.mkdir(exist_ok=True)
+    timeline.render(
+        SVG,
+        f"kolabmon failover: Dovecot hangs on {source}, Icinga + kolabmon move the group to {target}",
+        shifted,
+        [(t - fault_at - start, label) for t, label in events],
+        end,
+        origin=-start,
+    )
+    print(f"\nTimeline picture: {SVG}")
 
 
-class LoopSpool:
-    """A small loop-device ext4, mounted: the "shared storage" seen from one node."""
-
-    def __init__(self, root: Path) -> None:
-        self.image, self.mount = root / "spool.img", root / "spool"
-        self.device = ""
-
-    def __enter__(self) -> Path:
-        self.mount.mkdir()
-        subprocess.run(["truncate", "-s", "64M", str(self.image)], check=True)
-        subprocess.run(["mkfs.ext4", "-q", "-F", str(self.image)], check=True)
-        self.device = subprocess.run(["losetup", "-f", "--show", str(self.image)], check=True,
-                                     capture_output=True, text=True).stdout.strip()
-        subprocess.run(["mount", self.device, str(self.mount)], check=True)
-        return self.mount
-
-    def __exit__(self, *exc: object) -> None:
-        subprocess.run(["umount", str(self.mount)], check=False)
-        if self.device:
-            subprocess.run(["losetup", "-d", self.device], check=False)
+def fence_time(cluster: lab.Cluster, node: str) -> float | None:
+    try:
+        status = cluster.status()
+    except servers.LabError:
+        return None
+    for event in status.iter("fence_event"):
+        if event.get("target") == node and event.get("status") == "success" and event.get("completed"):
+            text = event.get("completed", "").replace("Z", "+00:00")
+            try:
+                return dt.datetime.fromisoformat(text).timestamp()
+            except ValueError:
+                return None
+    return None
 
 
 def main() -> int:
-    env = {k: v for k, v in os.environ.items() if k not in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")}
-    failures = 0
-    with tempfile.TemporaryDirectory(prefix="kolabmon-demo-") as tmp:
-        root = Path(tmp)
-        os.chmod(root, 0o755)  # the servers' own users must reach their directories
-        started: list[servers.Server] = []
-        try:
-            print("== starting the lab servers on loopback", flush=True)
-            begin = time.monotonic()
-            certs = servers.make_certs(root)
-            dovecot = servers.start_dovecot(root, certs)
-            started.append(dovecot)
-            for start in (servers.start_slapd, servers.start_nginx):
-                started.append(start(root, certs))
-            started.append(servers.start_postfix(root, certs, dovecot))
-            started.append(servers.start_dnsmasq(root))
-            lab = {server.name: server for server in started}
-            servers.write_freebusy(lab["nginx"], "user1@example.org")
-            stale = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=2)  # not republished for 2 days
-            servers.write_freebusy(lab["nginx"], "user2@example.org", dtstamp=stale)
-            for server in started:
-                print(f"   {server.name:8} pid {server.pid:<7} {server.host} {server.ports}")
-            print(f"   ready in {time.monotonic() - begin:.1f} s\n", flush=True)
-            with LoopSpool(root) as spool:
-                for argv, password in probes(certs, lab, spool):
-                    proc = subprocess.run([str(BIN / argv[0]), *argv[1:]], capture_output=True, text=True,
-                                          env=dict(env, KOLABMON_PASSWORD=password), timeout=60)
-                    failures += "Traceback" in proc.stdout + proc.stderr
-                    print(f"$ {shlex.join(argv)}\n{proc.stdout.rstrip()}\n[exit {proc.returncode}]\n", flush=True)
-        except (servers.LabError, subprocess.CalledProcessError) as exc:
-            print(f"demo failed: {exc}", file=sys.stderr)
-            return 1
-        finally:
-            servers.stop_servers(reversed(started))
-            print("== lab servers stopped")
-    return 1 if failures else 0
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--probes", action="store_true", help="run the single-host probe tour instead")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (Icinga logs, audit)")
+    options = parser.parse_args()
+    if options.probes:
+        from lab import probe_tour
+
+        return probe_tour.main()
+    workdir = Path(tempfile.mkdtemp(prefix="kolabmon-demo-"))
+    try:
+        return run_demo(workdir)
+    except (servers.LabError, AssertionError, OSError) as exc:
+        say(f"FAILED in step '{Step.current}': {exc}")
+        return 1
+    finally:
+        if options.keep:
+            say(f"work directory kept: {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

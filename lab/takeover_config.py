@@ -27,8 +27,8 @@ def write(directory: Path, *, cooldown: float = 600, soft_attempt: int = 0, fenc
     ca = str(cluster.make_certs().ca)
     ip = cluster.CLUSTER_IP
     imap = [str(BIN / "check_kolab_imap"), "-H", ip, "--starttls", "--ca-file", ca, "-u", USER,
-            "--password-file", str(secret), "-t", "8"]
-    smtp = [str(BIN / "check_kolab_smtp"), "-H", ip, "--starttls", "--ca-file", ca, "-t", "8"]
+            "--password-file", str(secret), "-t", "4"]
+    smtp = [str(BIN / "check_kolab_smtp"), "-H", ip, "--starttls", "--ca-file", ca, "-t", "4"]
     ldap = [str(BIN / "check_kolab_ldap"), "-H", ip, "-b", servers.LDAP_BASE, "-f", "(uid=user1)",
             "-D", servers.LDAP_SERVICE_DN, "--password-file", str(directory / "ldap.pw"), "-t", "8"]
     (directory / "ldap.pw").write_text(servers.LDAP_SERVICE_PASSWORD + "\n")

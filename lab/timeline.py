@@ -11,12 +11,13 @@ from pathlib import Path
 
 COLOURS = {"OK": "#4caf50", "WARNING": "#ffb300", "CRITICAL": "#e53935", "UNKNOWN": "#9e9e9e",
            "PENDING": "#eeeeee"}
-LEFT, RIGHT, TOP, LANE, GAP = 170, 30, 60, 26, 8
+LEFT, RIGHT, TOP, LANE, GAP = 210, 30, 60, 26, 8
 
 
 def render(path: Path, title: str, lanes: dict[str, list[tuple[float, str]]],
-           events: list[tuple[float, str]], end: float) -> Path:
-    """lanes: name → [(seconds since start, state)] in time order; events: [(seconds, label)]."""
+           events: list[tuple[float, str]], end: float, origin: float = 0.0) -> Path:
+    """lanes: name → [(seconds since start, state)] in time order; events: [(seconds, label)];
+    times are labelled relative to `origin` (e.g. the fault)."""
     width = 1000
     plot = width - LEFT - RIGHT
     height = TOP + len(lanes) * (LANE + GAP) + 40 + 16 * len(events)
@@ -36,16 +37,19 @@ def render(path: Path, title: str, lanes: dict[str, list[tuple[float, str]]],
     axis_y = TOP + len(lanes) * (LANE + GAP)
     out.append(f'<line x1="{LEFT}" y1="{axis_y}" x2="{LEFT + plot}" y2="{axis_y}" stroke="black"/>')
     step = 5 if end <= 60 else 10 if end <= 150 else 30
-    for second in range(0, int(end) + 1, step):
-        x = LEFT + second * scale
+    first = -(int(origin) // step) * step
+    for second in range(first, int(end - origin) + 1, step):
+        x = LEFT + (second + origin) * scale
         out.append(f'<line x1="{x:.1f}" y1="{axis_y}" x2="{x:.1f}" y2="{axis_y + 4}" stroke="black"/>'
-                   f'<text x="{x:.1f}" y="{axis_y + 16}" text-anchor="middle">{second}s</text>')
+                   f'<text x="{x:.1f}" y="{axis_y + 16}" text-anchor="middle">{second:+d}s</text>')
     for index, (at, label) in enumerate(events):
         x = LEFT + at * scale
         y = axis_y + 34 + 16 * index
+        right = x > LEFT + plot * 0.6  # labels near the right edge grow leftwards
         out.append(f'<line x1="{x:.1f}" y1="{TOP - 6}" x2="{x:.1f}" y2="{y - 10}" stroke="#1e88e5" '
                    f'stroke-dasharray="3,3"/>'
-                   f'<text x="{x + 3:.1f}" y="{y}" fill="#0d47a1">{escape(f"{at:.1f}s {label}")}</text>')
+                   f'<text x="{x + (-3 if right else 3):.1f}" y="{y}" fill="#0d47a1" '
+                   f'text-anchor="{"end" if right else "start"}">{escape(f"{at - origin:+.1f}s {label}")}</text>')
     legend_x = LEFT + plot - 4 * 80
     for index, (state, colour) in enumerate(list(COLOURS.items())[:4]):
         out.append(f'<rect x="{legend_x + index * 80}" y="34" width="12" height="12" fill="{colour}"/>'
