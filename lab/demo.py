@@ -80,16 +80,6 @@ class ClientWatch(threading.Thread):
         return (failed, back) if back else None
 
 
-def wait(what: str, done, timeout: float):  # noqa: ANN001, ANN201
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = done()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise servers.LabError(f"{what}: not within {timeout:.0f} s")
-
-
 def healthy_table(icinga: lab_icinga.LabIcinga) -> dict[tuple[str, str], lab_icinga.Result]:
     latest: dict[tuple[str, str], lab_icinga.Result] = {}
     for result in icinga.results():
@@ -110,7 +100,7 @@ def run_demo(workdir: Path) -> int:
             (n, s) for n in lab.NODES for s in ("heartbeat", "storage")
         }
         Step("waiting for every service to be OK in Icinga")
-        wait(
+        lab_icinga.wait(
             "all services OK",
             lambda: all((r := healthy_table(icinga).get(key)) and r.state == "OK" for key in expected),
             90,
@@ -126,7 +116,7 @@ def run_demo(workdir: Path) -> int:
         Step(f"fault: Dovecot hangs on {source} (SIGSTOP on all its processes; Pacemaker does not notice)")
         fault_at = time.time()
         cluster.hang(source, "dovecot")
-        moved = wait(
+        moved = lab_icinga.wait(
             "the takeover",
             lambda: next((r for r in icinga.audit() if r.get("decision") == "act" and "moved" in r), None),
             180,
@@ -136,7 +126,7 @@ def run_demo(workdir: Path) -> int:
             raise servers.LabError(f"the takeover failed: {moved['reason']}")
         target = cluster.active_node()
         Step(f"waiting for IMAP OK in Icinga (served by {target}) and the on-call mail")
-        wait(
+        lab_icinga.wait(
             "IMAP OK again",
             lambda: any(
                 r.service == "imap" and r.state == "OK" and r.epoch > fault_at + 1 and r.host == "kolab-cluster"
@@ -144,7 +134,7 @@ def run_demo(workdir: Path) -> int:
             ),
             90,
         )
-        wait("the on-call mail", lambda: any(m["epoch"] >= fault_at - 1 for m in icinga.oncall_mail()), 60)
+        lab_icinga.wait("the on-call mail", lambda: any(m["epoch"] >= fault_at - 1 for m in icinga.oncall_mail()), 60)
         time.sleep(3)
         watch.stopping.set()
         report(cluster, icinga, watch, fault_at, source, target or "?", moved)

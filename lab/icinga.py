@@ -17,12 +17,15 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from lab import cluster as lab
 from lab import servers, takeover_config
 
+T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / ".venv" / "bin"
 ONCALL = "user2@example.org"
@@ -32,6 +35,17 @@ USER = "user1@example.org"
 CHECK, RETRY, ATTEMPTS, PLUGIN_TIMEOUT = 2, 1, 3, 4
 FORMAT = "\\t".join(f"${m}$" for m in ("service.last_check", "host.name", "service.name", "service.state",
                                        "service.state_type", "service.check_attempt", "service.output"))
+
+
+def wait(what: str, done: Callable[[], T | None], timeout: float) -> T:
+    """Poll `done` until it returns something true; LabError naming `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = done()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise servers.LabError(f"{what}: not within {timeout:.0f} s")
 
 
 @dataclass
