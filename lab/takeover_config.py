@@ -28,7 +28,9 @@ def write(directory: Path, *, cooldown: float = 600, soft_attempt: int = 0, fenc
     ip = cluster.CLUSTER_IP
     imap = [str(BIN / "check_kolab_imap"), "-H", ip, "--starttls", "--ca-file", ca, "-u", USER,
             "--password-file", str(secret), "-t", "4"]
-    smtp = [str(BIN / "check_kolab_smtp"), "-H", ip, "--starttls", "--ca-file", ca, "-t", "4"]
+    # the same checks Icinga runs (kolab-smtp logs in: AUTH goes through Dovecot, and hangs with it)
+    smtp = [str(BIN / "check_kolab_smtp"), "-H", ip, "--starttls", "--ca-file", ca, "-u", USER,
+            "--password-file", str(secret), "-t", "4"]
     ldap = [str(BIN / "check_kolab_ldap"), "-H", ip, "-b", servers.LDAP_BASE, "-f", "(uid=user1)",
             "-D", servers.LDAP_SERVICE_DN, "--password-file", str(directory / "ldap.pw"), "-t", "8"]
     (directory / "ldap.pw").write_text(servers.LDAP_SERVICE_PASSWORD + "\n")

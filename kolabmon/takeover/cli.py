@@ -108,7 +108,7 @@ def audit(path: Path, record: dict) -> None:
 
 
 def last_move(path: Path) -> float | None:
-    """Epoch of the last move kolabmon made, from the audit log (None: never)."""
+    """When the last move kolabmon made finished, from the audit log (None: never)."""
     try:
         with open(path, encoding="utf-8", errors="replace") as handle:
             lines = handle.readlines()[-500:]
@@ -120,21 +120,30 @@ def last_move(path: Path) -> float | None:
         except ValueError:
             continue
         if record.get("moved") and not record.get("dry_run"):
-            return float(record["epoch"])
+            return float(record.get("finished", record["epoch"]))
     return None
 
 
 class Lock:
-    """One move at a time: a non-blocking flock; a second caller gets `held = False`."""
+    """One decision and move at a time. A second caller (another service's event, or the same one
+    again) waits its turn, up to `wait` seconds, and then decides on what the first one left:
+    dropping it would lose the event when the first caller refused. `waited` says it had to wait."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, wait: float) -> None:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o640)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            self.held = True
-        except BlockingIOError:
-            self.held = False
+        self.held = self.waited = False
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self.held = True
+                return
+            except BlockingIOError:
+                self.waited = True
+                if time.monotonic() >= deadline:
+                    return
+                time.sleep(0.2)
 
     def release(self) -> None:
         os.close(self.fd)
@@ -236,7 +245,7 @@ def takeover(config: Config, args: argparse.Namespace) -> int:
                     "event": event.__dict__, "durations": {}}
 
     def finish(decision: str, reason: str, code: int, label: str, **extra: object) -> int:
-        record.update(decision=decision, reason=reason, exit=code, **extra)
+        record.update(decision=decision, reason=reason, exit=code, finished=time.time(), **extra)
         record["durations"]["total"] = round(time.monotonic() - started, 3)
         audit(config.audit, record)
         say(label, reason)
@@ -245,17 +254,23 @@ def takeover(config: Config, args: argparse.Namespace) -> int:
     first = policy.decide_event(event, config.rules)
     if first is not None:  # OK/WARNING/SOFT events: decided without touching the cluster
         return finish(first.action, first.reason, first.exit_code, LABELS[first.action])
-    lock = Lock(config.lock)
+    waiting_since = time.time()
+    lock = Lock(config.lock, wait=config.transition_timeout + 2 * config.probe_timeout + 30)
     if not lock.held:
-        return finish("nothing", "another takeover is in progress: this call does nothing", 0, "NOTHING")
+        lock.release()
+        return finish("nothing", "another takeover is still in progress: this call does nothing", 0, "NOTHING")
     try:
+        moved_at = last_move(config.audit)
+        if lock.waited and moved_at is not None and moved_at >= waiting_since - 1:
+            return finish("nothing", f"another call moved the group {time.time() - moved_at:.0f} s ago: "
+                          "this call does nothing", 0, "NOTHING")
         backend = make(config)
         try:
             cluster = backend.cluster()
         except BackendError as exc:
             return finish(policy.REFUSE, f"cannot decide: {exc}", 1, "REFUSED")
         record["cluster_state"] = cluster.__dict__
-        decision = policy.decide(event, config.rules, cluster, time.time(), last_move(config.audit))
+        decision = policy.decide(event, config.rules, cluster, time.time(), moved_at)
         record["durations"]["decide"] = round(time.monotonic() - started, 3)
         if decision.action != policy.ACT:
             return finish(decision.action, decision.reason, decision.exit_code, LABELS[decision.action])
