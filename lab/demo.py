@@ -140,7 +140,7 @@ def run_demo(workdir: Path) -> int:
         report(cluster, icinga, watch, fault_at, source, target or "?", moved)
         return 0
     finally:
-        Step("tearing down (Icinga, mail, cluster)")
+        say("== tearing down (Icinga, mail, cluster)")
         icinga.stop()
         lab.down()
 
