@@ -204,6 +204,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "recover":
             return recover(config, args)
         return takeover(config, args)
+    except OSError as exc:  # the lock or the audit log cannot be written: the state dir is wrong
+        say("ERROR", f"cannot write {exc.filename or 'the state directory'}: {exc.strerror} "
+            f"(state_dir, lock and audit in {args.config})")
+        return EXIT_USAGE
     except Exception as exc:  # one line and a record, whatever broke
         say("FAILED", f"internal error: {type(exc).__name__}: {exc}")
         try:

@@ -159,6 +159,16 @@ def test_bad_config_is_exit_3(tmp_path) -> None:
     assert proc.returncode == 3 and "cannot read config" in proc.stdout
 
 
+def test_unwritable_state_dir_is_exit_3_in_one_line(world) -> None:
+    config = world["config"].read_text().replace(f'state_dir = "{world["audit"].parent}"',
+                                                 'state_dir = "/proc/kolabmon-nowhere"')
+    world["config"].write_text(config)
+    ok = [a if a != "CRITICAL" else "OK" for a in HARD]
+    proc = takeover(world, *ok)
+    assert proc.returncode == 3 and proc.stdout.count("\n") == 1, proc.stdout
+    assert proc.stdout.startswith("TAKEOVER ERROR - cannot write /proc/kolabmon-nowhere"), proc.stdout
+
+
 def test_recover_runs_the_recover_command(world) -> None:
     proc = takeover(world, "recover", "node1")
     assert proc.returncode == 0 and "nothing to clear" in proc.stdout
