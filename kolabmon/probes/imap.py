@@ -44,7 +44,7 @@ class ImapLogin:
             client = imapclient.IMAPClient(args.hostname, port=args.port, ssl=args.tls,
                                            ssl_context=ssl_context, timeout=clock.remaining())
         except imaplib.IMAP4.error as exc:
-            raise runtime.PluginError(f"unexpected greeting from the server: {_text(exc)}") from None
+            raise runtime.PluginError(f"unexpected greeting from the server: {text(exc)}") from None
         try:
             if args.starttls:
                 clock.enter("starting TLS")
@@ -58,14 +58,13 @@ class ImapLogin:
                 client.socket().settimeout(clock.remaining())
                 self.messages = int(client.select_folder(args.folder, readonly=True)[b"EXISTS"])
             elapsed = clock.since("connecting")
-            clock.enter("logging out")
-            _logout(client)
+            logout(client, clock)
         except imapclient.exceptions.LoginError as exc:
-            raise runtime.PluginError(f"login failed for {args.user}: {_text(exc)}") from None
+            raise runtime.PluginError(f"login failed for {args.user}: {text(exc)}") from None
         except imaplib.IMAP4.error as exc:
-            raise runtime.PluginError(f"IMAP error while {clock.step}: {_text(exc)}") from None
+            raise runtime.PluginError(f"IMAP error while {clock.step}: {text(exc)}") from None
         finally:
-            _close(client)
+            close(client)
         yield nagiosplugin.Metric("time", round(elapsed, 6), "s", min=0)
         if self.messages is not None:
             yield nagiosplugin.Metric("messages", self.messages, min=0, context="messages")
@@ -79,21 +78,28 @@ def _cert_days(client: object) -> float:
     return tls.days_left(client.socket())  # type: ignore[attr-defined]
 
 
-def _text(exc: Exception) -> str:
-    text = str(exc.args[0] if exc.args else exc)
-    if text.startswith(("b'", 'b"')):
-        text = text[2:-1]
-    return text[:200]
+# IMAP helpers the round trip shares.
 
 
-def _logout(client: object) -> None:
+def text(exc: Exception) -> str:
+    """An imaplib/imapclient error as the server said it (no b'...' wrapping), at most 200 chars."""
+    said = str(exc.args[0] if exc.args else exc)
+    if said.startswith(("b'", 'b"')):
+        said = said[2:-1]
+    return said[:200]
+
+
+def logout(client: object, clock: runtime.Clock, where: str = "") -> None:
+    """LOGOUT politely, briefly: the result is known, only the goodbye is left (clear of the watchdog)."""
     try:
+        clock.enter(f"logging out{where}")
+        client.socket().settimeout(min(clock.remaining() - 0.5, 1.0))  # type: ignore[attr-defined]
         client.logout()  # type: ignore[attr-defined]
-    except Exception:  # the answer is already measured; a rude BYE is not the user's problem
+    except Exception:  # a slow or rude BYE is not the user's problem
         pass
 
 
-def _close(client: object) -> None:
+def close(client: object) -> None:
     try:
         client.shutdown()  # type: ignore[attr-defined]
     except Exception:  # already closed by logout

@@ -14,6 +14,7 @@ import argparse
 from collections.abc import Callable, Iterator, Sequence
 
 from kolabmon import runtime
+from kolabmon.probes import imap as imap_probe
 
 TYPE_CHECKING = False  # no typing import at start-up (see runtime)
 if TYPE_CHECKING:
@@ -62,14 +63,14 @@ class RoundTrip:
             clock.enter(f"deleting the probe message from {args.folder}")
             self.delete(imap, uids)
             total = clock.since("connecting to IMAP")
-            logout(imap, clock)
+            imap_probe.logout(imap, clock, " of IMAP")
         except imaplib.IMAP4.error as exc:
-            raise runtime.PluginError(f"IMAP error while {clock.step}: {imap_text(exc)}") from None
+            raise runtime.PluginError(f"IMAP error while {clock.step}: {imap_probe.text(exc)}") from None
         except runtime.PluginError:
-            logout(imap, clock)  # the failure was elsewhere: IMAP still gets a goodbye
+            imap_probe.logout(imap, clock, " of IMAP")  # the failure was elsewhere: IMAP still gets a goodbye
             raise
         finally:
-            shutdown(imap)
+            imap_probe.close(imap)
         yield nagiosplugin.Metric("delivery", round(delivery, 6), "s", min=0)
         yield nagiosplugin.Metric("smtp_time", round(smtp_time, 6), "s", min=0, context="smtp_time")
         yield nagiosplugin.Metric("time", round(total, 6), "s", min=0, context="time")
@@ -89,7 +90,7 @@ class RoundTrip:
         except ConnectionRefusedError:
             raise runtime.PluginError(f"IMAP refused the connection to {args.imap_host}:{args.imap_port}") from None
         except imaplib.IMAP4.error as exc:
-            raise runtime.PluginError(f"IMAP: unexpected greeting from the server: {imap_text(exc)}") from None
+            raise runtime.PluginError(f"IMAP: unexpected greeting from the server: {imap_probe.text(exc)}") from None
         client.normalise_times = False  # INTERNALDATE with its time zone, to age stale messages
         try:
             if args.starttls:
@@ -100,13 +101,13 @@ class RoundTrip:
             step(client, clock, f"selecting {args.folder} on IMAP")
             client.select_folder(args.folder)
         except imapclient.exceptions.LoginError as exc:
-            shutdown(client)
-            raise runtime.PluginError(f"IMAP login failed for {args.user}: {imap_text(exc)}") from None
+            imap_probe.close(client)
+            raise runtime.PluginError(f"IMAP login failed for {args.user}: {imap_probe.text(exc)}") from None
         except imaplib.IMAP4.error as exc:
-            shutdown(client)
-            raise runtime.PluginError(f"IMAP error while {clock.step}: {imap_text(exc)}") from None
+            imap_probe.close(client)
+            raise runtime.PluginError(f"IMAP error while {clock.step}: {imap_probe.text(exc)}") from None
         except BaseException:
-            shutdown(client)
+            imap_probe.close(client)
             raise
         return client
 
@@ -225,30 +226,6 @@ def aware(when: datetime) -> datetime:
     from datetime import UTC
 
     return when if when.tzinfo else when.replace(tzinfo=UTC)
-
-
-def imap_text(exc: Exception) -> str:
-    text = str(exc.args[0] if exc.args else exc)
-    if text.startswith(("b'", 'b"')):
-        text = text[2:-1]
-    return text[:200]
-
-
-def logout(client: IMAPClient, clock: runtime.Clock) -> None:
-    """LOGOUT politely, briefly: the result is known, only the goodbye is left (clear of the watchdog)."""
-    try:
-        clock.enter("logging out of IMAP")
-        client.socket().settimeout(min(clock.remaining() - 0.5, 1.0))
-        client.logout()
-    except Exception:  # a slow or rude BYE is not the user's problem
-        pass
-
-
-def shutdown(client: IMAPClient) -> None:
-    try:
-        client.shutdown()
-    except Exception:  # already closed by logout
-        pass
 
 
 # --- evaluate ------------------------------------------------------------------------------
