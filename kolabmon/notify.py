@@ -348,6 +348,10 @@ def send_mail(args: argparse.Namespace, subject: str, body: str, channel: Channe
         raise runtime.PluginError(f"{where} said {_reply(exc.smtp_code, exc.smtp_error)} (while {clock.step})"
                                   ) from None
     except smtplib.SMTPServerDisconnected as exc:
+        # smtplib wraps a timed-out read too: the socket error underneath says which it was
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, OSError) and not isinstance(cause, smtplib.SMTPException):
+            raise cause from None
         raise ConnectionResetError(str(exc)) from None
     except smtplib.SMTPException as exc:
         raise runtime.PluginError(f"SMTP error with {where}: {exc} (while {clock.step})") from None
