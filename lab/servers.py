@@ -39,6 +39,11 @@ from email.utils import format_datetime, make_msgid
 from pathlib import Path
 from typing import Any
 
+if str(Path(__file__).resolve().parent.parent) not in sys.path:  # run as a script (lab/icinga.py)
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from lab import release  # noqa: E402
+
 LAB_DOMAIN = "example.org"
 USERS = {"user1@example.org": "secret1", "user2@example.org": "secret2"}
 LDAP_BASE = "dc=example,dc=org"
@@ -646,8 +651,8 @@ def dovecot_version() -> tuple[int, int]:
 
 def _dovecot_conf(d: Path, host: str, ports: dict[str, int], cert: Path, key: Path,
                   name: str) -> str:
-    """Standalone dovecot.conf for 2.3 or 2.4 (by the installed version)."""
-    v24 = dovecot_version() >= (2, 4)
+    """Standalone dovecot.conf in the syntax of the release's Dovecot (2.3 or 2.4)."""
+    v24 = release.current().dovecot_24_config
     addr = "listen" if v24 else "address"
     head = (
         "dovecot_config_version = 2.4.0\ndovecot_storage_version = 2.4.0\n" if v24 else ""
