@@ -57,8 +57,8 @@ CLI (as root; run with the project's venv python)::
                                                  # cut-interconnect, heal-interconnect, cut-all, heal-all
     lab/on NODE CMD...                           # run CMD in node1|node2|client|monitor
 
-Debian 13 (Pacemaker 3.0, corosync 3.1.9, Dovecot 2.4): the version-dependent bits are in the
-"Version-dependent bits" section below (and Dovecot's in lab/servers.py); not run on 13 yet.
+Debian 12 and 13: what differs between them is in lab/release.py; the notes below say why the
+rest needs nothing per release.
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from lab import servers  # noqa: E402
+from lab import release, servers  # noqa: E402
 from lab.servers import LabError  # noqa: E402
 
 T = TypeVar("T")
@@ -149,7 +149,7 @@ MONITOR_INTERVAL = "10s"
 # services of the group: (Pacemaker resource, pid file of the master process inside the node)
 SERVICE_PIDFILES = {
     "slapd": "/run/kolab-slapd/slapd.pid",
-    "dovecot": "/run/kolab-dovecot/master.pid",
+    "dovecot": "/run/dovecot/master.pid",
     "postfix": f"{SHARED}/postfix/spool/pid/master.pid",  # Postfix keeps it in its queue dir
     "nginx": "/run/kolab-nginx.pid",
 }
@@ -172,8 +172,9 @@ def _phase(msg: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Version-dependent bits (Debian 12: Pacemaker 2.1.5, corosync 3.1.7, Dovecot 2.3;
-# Debian 13: Pacemaker 3.0.0, corosync 3.1.9, crmsh 5, Dovecot 2.4). What the lab does about each:
+# Release differences that need nothing per release (Debian 12: Pacemaker 2.1.5, corosync 3.1.7,
+# Dovecot 2.3; Debian 13: Pacemaker 3.0.0, corosync 3.1.9, crmsh 5, Dovecot 2.4; lab/release.py
+# has the ones that do):
 # - CIB schema (validate-with pacemaker-3.9 vs 4.0): the CIB is built on `cibadmin --empty` of the
 #   installed Pacemaker and checked with crm_verify, so the schema always matches; only plain
 #   primitives/group/location rule/rsc_defaults are used, valid in both. crmsh is not needed.
@@ -182,7 +183,11 @@ def _phase(msg: str) -> None:
 #   role/failed/<node name>, <fence_history>, whose names are the same in api-version 2.25 and 2.38;
 #   rc_text case ("ok"/"OK") and <pacemakerd> vs <stack pacemakerd-state> are not used.
 # - stonith-action: "off" (3.0 dropped "poweroff").
-# - Dovecot 2.3 vs 2.4 configuration syntax: servers._dovecot_conf (chosen by `dovecot --version`).
+# - the stock dovecot agent's `dovecot process status` (2.4) runs without -c: the cluster's Dovecot
+#   keeps Debian's default base_dir /run/dovecot (node-private), so 2.3's pid-file check and 2.4's
+#   status call both find it.
+# - Pacemaker 3.0's fencer registers the device only if the CIB it first reads lists its node:
+#   the CIB lists both nodes from the start, and `up`/`restore` wait for the registration.
 
 
 @functools.lru_cache(maxsize=1)
@@ -367,7 +372,9 @@ def _dovecot_conf(certs: servers.Certs) -> str:
     d = SHARED / "dovecot"
     ports = {k: PORTS[k] for k in ("imap", "imaps", "lmtp", "auth")}
     conf = servers._dovecot_conf(d, CLUSTER_IP, ports, certs.cert, certs.key, "cluster")
-    for old, new in ((f"base_dir = {d}/run", "base_dir = /run/kolab-dovecot"),  # node-private
+    # base_dir is Debian's default, in the node's private /run: the stock agent runs `dovecot process
+    # status` without -c (Dovecot 2.4, lab/release.py), which looks for /run/dovecot/master
+    for old, new in ((f"base_dir = {d}/run", "base_dir = /run/dovecot"),
                      (f"log_path = {d}/dovecot.log", f"log_path = {NODELOG}/dovecot.log")):
         if old not in conf:
             raise LabError(f"dovecot: '{old}' not in servers._dovecot_conf's output")
@@ -682,8 +689,13 @@ def _cib_configuration(loopdev: str) -> str:
             "httpd": "/usr/sbin/nginx", "configfile": f"{SHARED}/nginx/conf/nginx.conf",
             "options": f"-p {SHARED}/nginx/ -e {NODELOG}/nginx-error.log"}),
     ]
+    # Both nodes are listed before anything else: Pacemaker 3.0's fencer decides once, from the first
+    # CIB it reads, whether the local node may run the fence device, and a node not yet in <nodes>
+    # may not ("Ignoring fencing device ... because local node is not allowed to run it").
+    nodes = "".join(f'<node id="{i}" uname="{node}"/>' for i, node in enumerate(NODES, start=1))
     return f"""\
 <crm_config><cluster_property_set id="cib-bootstrap-options">{_nv("opt", props)}</cluster_property_set></crm_config>
+<nodes>{nodes}</nodes>
 <resources>{fence}<group id="{GROUP}">{"".join(members)}</group></resources>
 <constraints>
   <rsc_location id="kolab-avoid-degraded" rsc="{GROUP}">
@@ -1076,6 +1088,21 @@ class Cluster:
         return self.wait_for(f"group {GROUP} started" + (f" off {not_on}" if not_on else ""),
                              lambda s: node if (node := group_node(s)) != not_on else None, timeout)
 
+    def wait_fencing_ready(self, nodes: tuple[str, ...] = NODES, timeout: float = 30.0) -> None:
+        """Wait until the fence device is registered with the fencer of each of ``nodes``
+        (`stonith_admin --list-registered` there); LabError names the node that lacks it."""
+        deadline = time.monotonic() + timeout
+        for node in nodes:
+            while True:
+                res = self.on(node, "stonith_admin", "--list-registered", timeout=10)
+                if res.returncode == 0 and FENCE_DEVICE in res.stdout.split():
+                    break
+                if time.monotonic() > deadline:
+                    raise LabError(f"fencing: {FENCE_DEVICE} not registered on {node} within {timeout:.0f} s "
+                                   f"(stonith_admin --list-registered: {(res.stdout + res.stderr).strip()[-200:]!r})"
+                                   f" [{_pcmk_tail()}]")
+                time.sleep(0.3)
+
     def check_services(self, timeout: float = 5.0) -> subprocess.CompletedProcess[str]:
         """IMAP, SMTP, LDAP and HTTP on the cluster IP, checked from the client (rc 0: all answer)."""
         return self.client(sys.executable, str(Path(__file__).resolve()), "client-check",
@@ -1141,6 +1168,7 @@ class Cluster:
         self.wait_idle(max(5.0, deadline - time.monotonic()))
         if not node_pid1(node):
             raise LabError(f"restore: {node} went down again while joining [{_pcmk_tail()}]")
+        self.wait_fencing_ready((node,), max(5.0, deadline - time.monotonic()))
         return time.monotonic() - t0
 
     def kill_node(self, node: str) -> str:
@@ -1282,7 +1310,7 @@ def _bring_up(timeout: float) -> Cluster:
     LOGS.mkdir(parents=True)
     servers._fresh_dir(RUN)
     servers._make_traversable(LAB_DIR)
-    _phase(f"lab dir {LAB_DIR}; Pacemaker {'.'.join(map(str, pacemaker_version()))}, "
+    _phase(f"lab dir {LAB_DIR}; {release.describe()}, Pacemaker {'.'.join(map(str, pacemaker_version()))}, "
            f"Dovecot {'.'.join(map(str, servers.dovecot_version()))}")
     certs = make_certs()
     _phase("certificates ready")
@@ -1308,6 +1336,8 @@ def _bring_up(timeout: float) -> Cluster:
     for step, done in steps:
         cluster.wait_for(f"up: {step}", done, max(1.0, deadline - time.monotonic()))
         _phase(f"{step}: {_describe(cluster.status())}")
+    cluster.wait_fencing_ready(timeout=max(1.0, deadline - time.monotonic()))
+    _phase(f"fence device {FENCE_DEVICE} registered on {' and '.join(NODES)}")
     node = cluster.wait_group(max(1.0, deadline - time.monotonic()))
     _phase(f"group {GROUP} started on {node}")
     cluster.wait_ready(max(1.0, deadline - time.monotonic()), nodes=len(NODES))
