@@ -155,7 +155,7 @@ def _resource(element: ET.Element, group: str | None) -> Resource:
 
 
 def node_command(prefix: str, node: str | None, argv: Sequence[str]) -> list[str]:
-    """The per-node command prefix (DESIGN.md): '' runs locally, 'ssh -o BatchMode=yes {node}' or
+    """The per-node command prefix (docs/design.md): '' runs locally, 'ssh -o BatchMode=yes {node}' or
     'lab/on {node}' elsewhere; split without a shell."""
     words = [w.replace("{node}", node or "") for w in shlex.split(prefix)] if prefix else []
     return words + list(argv)

@@ -3,7 +3,7 @@
 Every probe module builds a `nagiosplugin.Check` and hands it to `run()` (in-process: returns
 an `Outcome`, never exits) or to `main()` (the executable: parse argv, arm the watchdog, print
 one line, return the exit code). Only argparse and the standard library are imported here at
-module level, so `--help` and usage errors cost no protocol library (DESIGN.md, "Cost per check").
+module level, so `--help` and usage errors cost no protocol library (bench/bench_checks.py).
 """
 
 from __future__ import annotations

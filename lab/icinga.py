@@ -4,7 +4,7 @@ It runs the project's `icinga/` config unchanged, with a lab hosts file: the clu
 cluster IP, the two nodes with the `lab/on {node}` command prefix, timing in seconds instead of
 minutes (the templates' per-host timing vars), kolabmon-takeover as the event handler, and on-call
 mail through a Postfix/Dovecot pair on the monitoring side (not the cluster's, which is down during
-a takeover). Icinga runs as root in the lab (DESIGN.md, "Privileges": entering the node namespaces
+a takeover). Icinga runs as root in the lab (entering the node namespaces
 needs it). Every check result is one line in a PerfdataWriter file: the timeline is read from there.
 """
 

@@ -1,5 +1,5 @@
 """What differs between the Debian releases the project supports, in one place, chosen by the
-machine's /etc/debian_version. Everything else in lab/, tests/ and bench/ asks ``current()``.
+machine's /etc/debian_version. Everything else in lab/ and tests/ asks ``current()``.
 
 Stdlib only and runnable without the venv: ``python3 lab/release.py [--other]`` prints
 "NUMBER CODENAME" of this machine's release (or of the other supported one, for

@@ -2,7 +2,7 @@
 
 Used by the tests, the takeover benchmark and the demo. The handler runs on the monitoring host
 (the `monitor` namespace, where the cluster IP is reachable); the cluster's commands run on the
-nodes through `lab/on {node}`, the per-node command prefix of DESIGN.md.
+nodes through `lab/on {node}`, the per-node command prefix (docs/design.md).
 """
 
 from __future__ import annotations

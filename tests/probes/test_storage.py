@@ -299,7 +299,7 @@ def test_full_disk_is_critical_and_low_space_alerts_by_threshold(disks) -> None:
 
 @pytest.fixture(scope="module")
 def broken(disks) -> Disk:
-    """ext4 with errors=remount-ro after an injected error (lab-notes/kolab-cluster.md, 4b')."""
+    """ext4 with errors=remount-ro after an injected error."""
     disk = disks("broken", options="errors=remount-ro")
     trigger = Path(f"/sys/fs/ext4/{disk.kernel_name}/trigger_fs_error")
     if not trigger.exists():
