@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lab import servers  # noqa: E402
+from lab import release, servers  # noqa: E402
 
 PLUGINS = Path("/usr/lib/nagios/plugins")
 BIN = ROOT / ".venv" / "bin"
@@ -104,7 +104,7 @@ def main() -> int:
         print(f"{name:44} {','.join(map(str, codes)):>4} {medians[name][0] * 1000:7.1f}ms "
               f"{walls[int(len(walls) * 0.9) - 1] * 1000:7.1f}ms {cpu * 1000:6.1f}ms {rss / 1024:6.1f}Mi "
               f"{ratio:26}  {verdict}")
-    print(f"runs per case: {options.runs}; python: {os.path.realpath(BIN / 'python')}")
+    print(f"runs per case: {options.runs}; python: {os.path.realpath(BIN / 'python')}; {release.describe()}")
     return 0
 
 

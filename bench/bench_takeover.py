@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from lab import cluster as lab  # noqa: E402
-from lab import takeover_config  # noqa: E402
+from lab import release, takeover_config  # noqa: E402
 from tests.takeover.test_lab_takeover import IMAP, heal  # noqa: E402
 
 BIN = ROOT / ".venv" / "bin"
@@ -101,7 +101,8 @@ def main() -> int:
             run = one_run(cluster, Path(tmp) / f"run{index}", options.interval, options.attempts)
             results.append(run)
             print(f"run {index + 1}: " + ", ".join(f"{k} {v:.1f}s" for k, v in run.items()), flush=True)
-    print(f"\nhung Dovecot on the active node; checks every {options.interval:g} s, HARD after "
+    print(f"\n{release.describe()} ({release.current().verified})")
+    print(f"hung Dovecot on the active node; checks every {options.interval:g} s, HARD after "
           f"{options.attempts}; {options.runs} runs")
     print(f"{'phase':40} {'median':>8} {'max':>8}")
     for key in results[0]:

@@ -1,5 +1,5 @@
 """What differs between the Debian releases the project supports, in one place, chosen by the
-machine's /etc/debian_version. Everything else in lab/ and tests/ asks ``current()``.
+machine's /etc/debian_version. Everything else in lab/, tests/ and bench/ asks ``current()``.
 
 Stdlib only and runnable without the venv: ``python3 lab/release.py [--other]`` prints
 "NUMBER CODENAME" of this machine's release (or of the other supported one, for
@@ -24,7 +24,8 @@ class Release(NamedTuple):
     icinga_validate_args: tuple[str, ...]
     # The stock ocf:heartbeat:dovecot agent runs `dovecot process status` when `dovecot help` lists it
     # on stdout (2.4 does), so its monitor talks to Dovecot and a hung (SIGSTOPped) Dovecot makes
-    # monitor and stop time out; with 2.3 it checks the pid file only and sees nothing wrong.
+    # monitor and stop time out; with 2.3 it checks the pid file only and its monitor passes
+    # (slowly: `dovecot help` itself waits 15 s on the hung config socket in /run/dovecot).
     pacemaker_sees_hung_dovecot: bool
     # the versions the project was verified with on this release (README, demo header)
     verified: str
