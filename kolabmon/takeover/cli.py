@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import fcntl
-import json
 import os
 import subprocess
 import sys
@@ -21,7 +20,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from kolabmon.takeover import policy
+from kolabmon.takeover import audit, policy
 from kolabmon.takeover.config import Config, ConfigError, Probe, load
 
 DEFAULT_CONFIG = "/etc/kolabmon/takeover.toml"
@@ -92,36 +91,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     return args
 
 
-# --- audit log and lock ---------------------------------------------------------------------
-
-
-def audit(path: Path, record: dict) -> None:
-    """One JSON line, appended and fsync'ed: the record survives a crash right after."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-    line = json.dumps(record, sort_keys=True) + "\n"
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-    try:
-        os.write(fd, line.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def last_move(path: Path) -> float | None:
-    """When the last move kolabmon made finished, from the audit log (None: never)."""
-    try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            lines = handle.readlines()[-500:]
-    except FileNotFoundError:
-        return None
-    for line in reversed(lines):
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if record.get("moved") and not record.get("dry_run"):
-            return float(record.get("finished", record["epoch"]))
-    return None
+# --- lock ------------------------------------------------------------------------------------
 
 
 class Lock:
@@ -211,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # one line and a record, whatever broke
         say("FAILED", f"internal error: {type(exc).__name__}: {exc}")
         try:
-            audit(config.audit, {"epoch": time.time(), "decision": "error", "reason": f"{type(exc).__name__}: {exc}"})
+            audit.append(config.audit, audit.error_record(f"{type(exc).__name__}: {exc}"))
         except OSError:
             pass
         return EXIT_FAILED
@@ -220,23 +190,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 def recover(config: Config, args: argparse.Namespace) -> int:
     from kolabmon.takeover.backends import BackendError, make
 
-    record = {"epoch": time.time(), "time": _now(), "command": "recover", "node": args.node, "dry_run": args.dry_run}
+    record = audit.recover_record(args.node, args.dry_run)
     if args.dry_run:
         say("NOTHING", f"dry run: would clear kolabmon's marks and fail-counts on {args.node}")
         return 0
     try:
         done = make(config).recover(args.node)
     except BackendError as exc:
-        audit(config.audit, record | {"result": "failed", "reason": str(exc)})
+        audit.append(config.audit, audit.recovered(record, "failed", str(exc)))
         say("FAILED", str(exc))
         return EXIT_FAILED
-    audit(config.audit, record | {"result": "recovered", "reason": done})
+    audit.append(config.audit, audit.recovered(record, "recovered", done))
     say("ACTED", f"recovered {done}")
     return 0
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
 def takeover(config: Config, args: argparse.Namespace) -> int:
@@ -245,13 +211,12 @@ def takeover(config: Config, args: argparse.Namespace) -> int:
     started = time.monotonic()
     event = policy.Event(args.host, args.service, args.state, args.state_type, args.attempt, args.max_attempts,
                          args.flapping)
-    record: dict = {"epoch": time.time(), "time": _now(), "cluster": config.cluster, "dry_run": args.dry_run,
-                    "event": event.__dict__, "durations": {}}
+    record = audit.event_record(config.cluster, event, args.dry_run)
+    durations: dict[str, float] = {}
 
     def finish(decision: str, reason: str, code: int, label: str, **extra: object) -> int:
-        record.update(decision=decision, reason=reason, exit=code, finished=time.time(), **extra)
-        record["durations"]["total"] = round(time.monotonic() - started, 3)
-        audit(config.audit, record)
+        durations["total"] = round(time.monotonic() - started, 3)
+        audit.append(config.audit, audit.decided(record, decision, reason, code, durations, **extra))
         say(label, reason)
         return code
 
@@ -264,7 +229,7 @@ def takeover(config: Config, args: argparse.Namespace) -> int:
         lock.release()
         return finish("nothing", "another takeover is still in progress: this call does nothing", 0, "NOTHING")
     try:
-        moved_at = last_move(config.audit)
+        moved_at = audit.moved_at(config.audit)
         if lock.waited and moved_at is not None and moved_at >= waiting_since - 1:
             return finish("nothing", f"another call moved the group {time.time() - moved_at:.0f} s ago: "
                           "this call does nothing", 0, "NOTHING")
@@ -275,7 +240,7 @@ def takeover(config: Config, args: argparse.Namespace) -> int:
             return finish(policy.REFUSE, f"cannot decide: {exc}", 1, "REFUSED")
         record["cluster_state"] = cluster.__dict__
         decision = policy.decide(event, config.rules, cluster, time.time(), moved_at)
-        record["durations"]["decide"] = round(time.monotonic() - started, 3)
+        durations["decide"] = round(time.monotonic() - started, 3)
         if decision.action != policy.ACT:
             return finish(decision.action, decision.reason, decision.exit_code, LABELS[decision.action])
         problem = backend.setup_problem()
@@ -286,8 +251,8 @@ def takeover(config: Config, args: argparse.Namespace) -> int:
         probe = config.probes[event.service]
         mark = time.monotonic()
         code, line = run_probe(config, probe, source, config.probe_timeout)
-        record["durations"]["reprobe"] = round(time.monotonic() - mark, 3)
-        record["second_opinion"] = {"exit": code, "line": line}
+        durations["reprobe"] = round(time.monotonic() - mark, 3)
+        record["second_opinion"] = audit.probe_result(code, line)
         if code == 0:
             return finish(policy.REFUSE, f"second opinion: {event.service} passes now ({line}); not moving", 1,
                           "REFUSED")
@@ -301,15 +266,15 @@ def takeover(config: Config, args: argparse.Namespace) -> int:
         except BackendError as exc:
             return finish(policy.ACT, f"move {source} -> {target} failed: {exc}", EXIT_FAILED, "FAILED",
                           moved=False)
-        record["durations"]["move"] = round(time.monotonic() - mark, 3)
+        durations["move"] = round(time.monotonic() - mark, 3)
         record["fenced"] = settled.fenced
         if settled.outcome != MOVED:
             return finish(policy.ACT, f"move {source} -> {target} {settled.outcome}: {settled.detail}", EXIT_FAILED,
                           "FAILED", moved=False)
         mark = time.monotonic()
         code, line = verify(config, probe, target, mark + config.probe_timeout * 2)
-        record["durations"]["verify"] = round(time.monotonic() - mark, 3)
-        record["verify"] = {"exit": code, "line": line}
+        durations["verify"] = round(time.monotonic() - mark, 3)
+        record["verify"] = audit.probe_result(code, line)
         fenced = f", {source} fenced" if settled.fenced else ""
         moved_for = round(time.monotonic() - started, 1)
         if code != 0:

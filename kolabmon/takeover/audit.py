@@ -1,0 +1,159 @@
+"""The takeover's audit log: one JSON object per line, one line per decision, append-only.
+
+kolabmon-takeover writes it and reads it back for the cool-down; kolabmon-notify reads it for the
+last takeover. Both read it here, by one rule (`tail`), so they never disagree about what the log
+says. Every record has `epoch` (for arithmetic) and `time` (for people). An event's record adds
+`cluster`, `dry_run`, `event`, `durations` and, once decided, `decision`, `reason`, `exit` and
+`finished` (plus `cluster_state`, `second_opinion`, `verify`, `moved`, `fenced` as far as it got);
+`recover` writes `command`, `node`, `result`, `reason`; an internal error `decision: "error"`.
+
+Only json, os and time at import: kolabmon-notify imports this module late (not for --help or a
+usage error), and a notification should not pay for more.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from kolabmon.takeover.policy import Event
+
+# How much of the log a reader looks at: its end, this many bytes, whole lines only. The log only
+# grows, and a few hundred records reach back further than the cool-down or a notification cares.
+TAIL_BYTES = 256 * 1024
+DECISIONS = ("act", "refuse", "wait")  # a decision on a problem ("nothing" is for OK events)
+
+Record = dict[str, object]
+
+
+# --- the record format -----------------------------------------------------------------------
+
+
+def stamp() -> Record:
+    """When a record was started: epoch for the cool-down's arithmetic, local ISO time for people."""
+    return {"epoch": time.time(), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def event_record(cluster: str, event: Event, dry_run: bool) -> Record:
+    """The record of a decision on one event, before anything is decided; `decided` completes it."""
+    return stamp() | {"cluster": cluster, "dry_run": dry_run, "event": dict(vars(event))}
+
+
+def probe_result(code: int, line: str) -> Record:
+    """A second opinion's or a verification's outcome: the probe's exit code and status line."""
+    return {"exit": code, "line": line}
+
+
+def decided(record: Record, decision: str, reason: str, exit_code: int, durations: dict[str, float],
+            **extra: object) -> Record:
+    """Complete an event's record with the outcome; `finished` is what the cool-down counts from."""
+    record.update(decision=decision, reason=reason, exit=exit_code, finished=time.time(), durations=durations,
+                  **extra)
+    return record
+
+
+def recover_record(node: str, dry_run: bool) -> Record:
+    """The record of `kolabmon-takeover recover NODE`, started before the backend is asked."""
+    return stamp() | {"command": "recover", "node": node, "dry_run": dry_run}
+
+
+def recovered(record: Record, result: str, reason: str) -> Record:
+    """Complete a recover record: `result` is "recovered" or "failed", `reason` the backend's words."""
+    return record | {"result": result, "reason": reason}
+
+
+def error_record(reason: str) -> Record:
+    """What is left when the takeover broke: notify reports it as a failed decision."""
+    return stamp() | {"decision": "error", "reason": reason}
+
+
+# --- writing ---------------------------------------------------------------------------------
+
+
+def append(path: Path, record: Record) -> None:
+    """One JSON line, appended in one write and fsync'ed: the record survives a crash right after,
+    and a reader never sees half of one as a whole line."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+    line = json.dumps(record, sort_keys=True) + "\n"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    try:
+        os.write(fd, line.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+
+def tail(path: str | Path, limit: int = TAIL_BYTES) -> list[Record]:
+    """The records in the last `limit` bytes, oldest first. Only whole lines count: the line the
+    window cuts into and a last line without its newline (a write torn by a crash, or still under
+    way) are left out, and so is any line that is not a JSON object. OSError (including
+    FileNotFoundError) is the caller's: what a missing log means differs between callers."""
+    with open(path, "rb") as handle:
+        start = max(handle.seek(0, os.SEEK_END) - limit, 0)
+        handle.seek(max(start - 1, 0))
+        data = handle.read(limit + 1 if start else limit)  # bounded even if the log grows meanwhile
+    if start:  # the byte before the window tells whether its first line is whole
+        data = data[data.find(b"\n") + 1:]
+    records = []
+    for line in data.split(b"\n")[:-1]:  # the piece after the last newline is not a whole line
+        try:
+            record = json.loads(line.decode("utf-8", "replace"))
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+def _real(records: list[Record]) -> list[Record]:
+    """Dry runs changed nothing: no reader counts them."""
+    return [record for record in records if not record.get("dry_run")]
+
+
+def last_move(records: list[Record]) -> Record | None:
+    """The latest move kolabmon made: the group did move (not a dry run, not a failed attempt)."""
+    return next((r for r in reversed(_real(records)) if r.get("moved")), None)
+
+
+def moved_at(path: Path) -> float | None:
+    """When the last move kolabmon made finished (None: never, or no log yet); the cool-down's start."""
+    try:
+        move = last_move(tail(path))
+    except FileNotFoundError:
+        return None
+    if move is None:
+        return None
+    when = move.get("finished", move.get("epoch"))
+    return float(when) if isinstance(when, int | float) else None
+
+
+def last_takeover(records: list[Record]) -> Record | None:
+    """The latest takeover kolabmon decided on an event, whether the group moved or the move failed."""
+    return next((r for r in reversed(_real(records)) if r.get("decision") == "act" and "event" in r), None)
+
+
+def last_decision(records: list[Record]) -> Record | None:
+    """The latest decision on a problem: not "nothing to do" on an OK, nor waiting out a SOFT state."""
+    return next((r for r in reversed(_real(records)) if _on_a_problem(r)), None)
+
+
+def _on_a_problem(record: Record) -> bool:
+    if record.get("decision") == "error":
+        return True
+    event = record.get("event")
+    return isinstance(event, dict) and record.get("decision") in DECISIONS and event.get("state_type") != "SOFT"
+
+
+def recovered_since(records: list[Record], since: Record | None) -> set[str]:
+    """The nodes `kolabmon-takeover recover` cleared after the record `since` (all records: None)."""
+    real = _real(records)
+    after = next((real[i + 1:] for i in range(len(real) - 1, -1, -1) if real[i] is since), real)
+    return {str(r.get("node")) for r in after if r.get("command") == "recover" and r.get("result") == "recovered"}
