@@ -15,7 +15,6 @@ never a secret, never past --timeout.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import sys
@@ -34,7 +33,6 @@ TYPES = ("PROBLEM", "RECOVERY", "ACKNOWLEDGEMENT", "CUSTOM", "FLAPPINGSTART", "F
 SERVICE_STATES = ("OK", "WARNING", "CRITICAL", "UNKNOWN")
 HOST_STATES = ("UP", "DOWN", "UNREACHABLE")
 RECENT = 3600.0  # a takeover older than this is history, not the cause of this notification
-AUDIT_TAIL = 256 * 1024  # the audit log only grows: read its end
 MARGIN = 0.5  # report hung channels this long before --timeout (the watchdog fires at timeout - 0.3)
 UNRESOLVED = re.compile(r"\$[A-Za-z_][\w.]*\$")
 
@@ -157,41 +155,19 @@ class Takeover:
 
 
 def read_audit(path: str | None) -> Takeover:
-    """The audit log's tail, parsed leniently: a broken line is skipped, a missing log is said so."""
+    """The audit log's tail, as kolabmon-takeover reads it: a broken line is skipped, a missing log is said so."""
+    from kolabmon.takeover import audit  # late: --help and usage errors do not load it
+
     if not path:
         return Takeover(None, None, set(), "unknown (no --audit log given)")
     try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(size - AUDIT_TAIL, 0))
-            lines = handle.read().decode("utf-8", "replace").splitlines()[1 if size > AUDIT_TAIL else 0:]
+        records = audit.tail(path)
     except FileNotFoundError:
         return Takeover(None, None, set(), f"none recorded ({path} does not exist yet)")
     except OSError as exc:
         return Takeover(None, None, set(), f"unknown (cannot read {path}: {exc.strerror})")
-    records = []
-    for text in lines:
-        try:
-            record = json.loads(text)
-        except ValueError:
-            continue
-        if isinstance(record, dict) and not record.get("dry_run"):
-            records.append(record)
-    last_move = next((r for r in reversed(records) if r.get("decision") == "act" and "event" in r), None)
-    latest = next((r for r in reversed(records) if _decided(r)), None)
-    after = records[records.index(last_move) + 1:] if last_move else records
-    recovered = {str(r.get("node")) for r in after if r.get("command") == "recover" and r.get("result") == "recovered"}
-    return Takeover(last_move, latest, recovered)
-
-
-def _decided(record: dict) -> bool:
-    """A decision on a problem (not "nothing to do" on an OK, nor waiting out a SOFT state)."""
-    if record.get("decision") == "error":
-        return True
-    event = record.get("event")
-    return (isinstance(event, dict) and record.get("decision") in ("act", "refuse", "wait")
-            and event.get("state_type") != "SOFT")
+    last_move = audit.last_takeover(records)
+    return Takeover(last_move, audit.last_decision(records), audit.recovered_since(records, last_move))
 
 
 def _when(record: dict) -> str:
