@@ -63,8 +63,27 @@ def _argv(value: object, where: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-KNOWN = {"cluster", "group", "hosts", "cooldown", "soft_attempt", "backend", "move", "attribute", "fence",
-         "transition_timeout", "probe_timeout", "state_dir", "lock", "audit", "nodes", "services", "commands"}
+# The keys each table may hold. A misspelt key is refused, never ignored: a 'prefx' would leave a node
+# local, an 'onn' would re-probe on the wrong node, and neither would say so until a takeover.
+TOP_LEVEL = frozenset({"cluster", "group", "hosts", "cooldown", "soft_attempt", "backend", "move", "attribute",
+                       "fence", "transition_timeout", "probe_timeout", "state_dir", "lock", "audit", "nodes",
+                       "services", "commands"})
+NODE = frozenset({"prefix"})                                   # [nodes.NODE]
+SERVICE = frozenset({"reprobe", "on"})                         # [services.SERVICE]
+COMMANDS = frozenset({"active", "move", "peer_ok", "recover"})  # [commands], the command backend's argv
+
+
+def _only(table: dict, known: frozenset[str], where: str) -> None:
+    """Refuse any key `table` may not hold; `where` names the table ('in [nodes.node1]')."""
+    unknown = sorted(set(table) - known)
+    if not unknown:
+        return
+    import difflib  # only on this error path: a good config does not pay for it
+
+    close = difflib.get_close_matches(unknown[0], known, 1) if len(unknown) == 1 else []
+    keys = ", ".join(repr(key) for key in unknown)
+    raise ConfigError(f"config error: unknown key{'s' if len(unknown) > 1 else ''} {keys} {where}"
+                      + (f" (did you mean {close[0]!r}?)" if close else ""))
 
 
 def load(path: str | Path) -> Config:
@@ -76,14 +95,13 @@ def load(path: str | Path) -> Config:
         raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config {path} is not valid TOML: {exc}") from None
-    unknown = sorted(set(data) - KNOWN)
-    if unknown:
-        raise ConfigError(f"config {path}: unknown key(s) {', '.join(unknown)}")
+    _only(data, TOP_LEVEL, "at the top level")
     nodes_table = _get(data, "nodes", dict, "config")
     nodes: dict[str, str] = {}
     for name, node in nodes_table.items():
         if not isinstance(node, dict):
             raise ConfigError(f"[nodes.{name}] must be a table")
+        _only(node, NODE, f"in [nodes.{name}]")
         nodes[name] = str(_get(node, "prefix", str, f"[nodes.{name}]", ""))
     if len(nodes) != 2:
         raise ConfigError(f"config: [nodes] must name exactly two nodes, not {len(nodes)}")
@@ -92,6 +110,7 @@ def load(path: str | Path) -> Config:
         if not isinstance(service, dict):
             raise ConfigError(f"[services.{name}] must be a table")
         where = f"[services.{name}]"
+        _only(service, SERVICE, f"in {where}")
         on = _get(service, "on", str, where, "here")
         if on not in ("here", "active"):
             raise ConfigError(f"{where}: 'on' must be \"here\" or \"active\"")
@@ -113,8 +132,9 @@ def load(path: str | Path) -> Config:
     move = _get(data, "move", str, "config", "attribute")
     if move not in ("attribute", "crm_resource"):
         raise ConfigError(f"config: unknown move {move!r} (attribute, crm_resource)")
-    commands = {key: _argv(value, f"[commands] {key}")
-                for key, value in _get(data, "commands", dict, "config", {}).items()}
+    commands_table = _get(data, "commands", dict, "config", {})
+    _only(commands_table, COMMANDS, "in [commands]")
+    commands = {key: _argv(value, f"[commands] {key}") for key, value in commands_table.items()}
     if backend == "command":
         missing = {"active", "move"} - set(commands)
         if missing:
