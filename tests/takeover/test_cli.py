@@ -159,6 +159,17 @@ def test_bad_config_is_exit_3(tmp_path) -> None:
     assert proc.returncode == 3 and "cannot read config" in proc.stdout
 
 
+@pytest.mark.parametrize("name", ["unknown-key", "unknown-key-node", "unknown-key-service", "unknown-key-commands"])
+def test_unknown_key_is_exit_3_in_one_line_naming_its_table(name: str) -> None:
+    path = Path(__file__).parent / "bad-configs" / f"{name}.toml"
+    proc = subprocess.run([str(BIN / "kolabmon-takeover"), "--config", str(path), *HARD],
+                          capture_output=True, text=True, env=clean_env(), timeout=30)
+    expected = path.read_text().splitlines()[0].removeprefix("# refused: ")
+    assert proc.returncode == 3 and proc.stdout.count("\n") == 1, proc.stdout
+    assert proc.stdout.startswith("TAKEOVER ERROR - config error: unknown key ") and expected in proc.stdout
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
 def test_unwritable_state_dir_is_exit_3_in_one_line(world) -> None:
     config = world["config"].read_text().replace(f'state_dir = "{world["audit"].parent}"',
                                                  'state_dir = "/proc/kolabmon-nowhere"')

@@ -41,9 +41,21 @@ def test_good_config(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("path", BAD, ids=[p.stem for p in BAD])
 def test_bad_configs_are_refused_in_one_line(path: Path) -> None:
+    """Each bad config's first line, `# refused: TEXT`, says what the error must contain: for an
+    unknown key, the key and the dotted path of its table."""
     with pytest.raises(ConfigError) as caught:
         load(path)
     assert "\n" not in str(caught.value) and str(caught.value)
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("# refused: "), f"{path.name}: first line must say what is refused"
+    assert first.removeprefix("# refused: ") in str(caught.value)
+
+
+def test_every_table_refuses_unknown_keys() -> None:
+    """One misspelt-key config per table the config has."""
+    refused = [p.read_text().splitlines()[0] for p in BAD]
+    for where in ("at the top level", "in [nodes.", "in [services.", "in [commands]"):
+        assert any("unknown key '" in line and where in line for line in refused), where
 
 
 def test_missing_config() -> None:
