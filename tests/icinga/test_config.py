@@ -306,6 +306,65 @@ def test_check_timeouts_leave_the_plugin_time_to_report_its_hang(shipped: Valida
     assert shipped.of("NotificationCommand")["kolabmon-notify"]["timeout"] > 30  # kolabmon-notify -t 30
 
 
+
+SHARED = {  # CheckCommand template → the options it owns
+    "kolab-timing": ("-t", "--timeout-state", "-w", "-c"),
+    "kolab-tls-verify": ("--ca-file", "--insecure", "--cert-warning", "--cert-critical"),
+    "kolab-tls": ("--tls", "--starttls"),
+    "kolab-password": ("--password-file",),
+}
+
+
+def generic(command: dict, spec: object) -> object:
+    """An argument (or var) with the command's own name replaced by <plugin>, so commands compare."""
+    plugin = command["name"].removeprefix("kolab-")
+    return json.loads(json.dumps(spec).replace(f"kolab_{plugin}_", "kolab_<plugin>_"))
+
+
+def test_shared_argument_blocks_are_one_block(shipped: Validation) -> None:
+    """Timing, TLS and password options are imported from one template each: every command that takes
+    one of them takes the whole block, with the same macros; each is written once in commands.conf."""
+    ours = {n: c for n, c in shipped.of("CheckCommand").items() if n.startswith("kolab-")}
+    text = (ICINGA / "commands.conf").read_text()
+    for template, options in SHARED.items():
+        users = {n: c for n, c in ours.items() if set(options) & set(c["arguments"]) and template in c["templates"]}
+        assert users, template
+        for option in options:
+            own = sorted(n for n, c in ours.items() if option in c["arguments"] and template not in c["templates"])
+            assert own == (["kolab-freebusy"] if option == "--tls" else []), (option, own)  # gives way to --url
+            assert len(re.findall(rf'^ *"{re.escape(option)}" = \{{', text, re.M)) == 1 + len(own), option
+            macros = {n: generic(c, {k: v for k, v in c["arguments"][option].items() if k in ("value", "set_if")})
+                      for n, c in users.items()}
+            assert len({json.dumps(m, sort_keys=True) for m in macros.values()}) == 1, (option, macros)
+    # the cluster-wide defaults come with the block
+    tls = [c for c in ours.values() if "--ca-file" in c["arguments"]]
+    assert {c["name"] for c in tls} == {"kolab-imap", "kolab-smtp", "kolab-ldap", "kolab-freebusy", "kolab-roundtrip"}
+    for command in tls:
+        plugin = command["name"].removeprefix("kolab-")
+        assert command["vars"][f"kolab_{plugin}_ca_file"] == "$kolab_ca_file$"
+        assert command["vars"][f"kolab_{plugin}_insecure"] == "$kolab_insecure$"
+        assert command["vars"][f"kolab_{plugin}_tls"] == "$kolab_tls$"
+    # every command that has --tls from "kolab-tls" has the same TLS option set; free/busy has its own --tls
+    sets = {n: sorted(k for k in c["arguments"] if k in SHARED["kolab-tls"] + SHARED["kolab-tls-verify"])
+            for n, c in ours.items() if "kolab-tls" in c["templates"]}
+    assert len(sets) == 4 and all(s == sorted(SHARED["kolab-tls"] + SHARED["kolab-tls-verify"]) for s in sets.values())
+
+
+def test_the_timeout_rule_has_one_owner(shipped: Validation) -> None:
+    """Plugin timeout + 5 s: every command's timeout and every raised check_timeout, from one function."""
+    for name, command in shipped.of("CheckCommand").items():
+        if name.startswith("kolab-"):
+            assert "kolab-timing" in command["templates"], name
+            assert command["timeout"] == command["vars"][f"kolab_{name.removeprefix('kolab-')}_timeout"] + 5, name
+    hosts = shipped.of("Host")
+    for name, service in shipped.of("Service").items():
+        raised = hosts[service["host_name"]]["vars"].get(f"kolab_{service['name']}_timeout")
+        assert service["check_timeout"] == (raised + 5 if raised else None), name
+    assert console("[kolab_check_timeout(10), kolab_check_timeout(40)]") == [15, 45]
+    rules = [(f.name, line) for f in ICINGA.glob("*.conf") for line in f.read_text().splitlines()
+             if re.search(r"\+ *5\b", line) and not line.lstrip().startswith(("/*", "*"))]
+    assert rules == [("functions.conf", "  return plugin_timeout + 5")], rules
+
 # --- detection times: the comments tell the truth ---------------------------------------------
 
 
