@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from lab import release
-from tests.helpers import BIN, clean_env
+from tests.fakes import crm_mon
+from tests.helpers import BIN, clean_env, run_plugin
 
 ROOT = Path(__file__).resolve().parents[2]
 ICINGA = ROOT / "icinga"
@@ -406,35 +407,52 @@ def console(expression: str) -> object:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def heartbeat_line(state: str, active: str | None, problems: str = "") -> str:
-    """A line as check_kolab_heartbeat writes it (its own present(), so a format change fails here)."""
-    from kolabmon import runtime
-    from kolabmon.probes import heartbeat
-
-    args = heartbeat.make_parser().parse_args(["-H", "node1"])
-    resource = heartbeat.PacemakerHeartbeat(args, runtime.Clock())
-    resource.active = active
-    resource.facts = ["1/2 nodes online" if problems else "2/2 nodes online", "quorate", "2/2 links up"]
-    line = heartbeat.present(resource, args)(None)  # type: ignore[operator]
-    return f"HEARTBEAT {state} - {line}" + (f" ({problems})" if problems else "")
+def heartbeat_perfdata(where: Path, node: str, cluster: str | None = None, *args: str) -> list[str] | None:
+    """check_kolab_heartbeat -H node run against the fake crm_mon printing `cluster`: its perfdata as Icinga
+    keeps it in last_check_result.performance_data (one string per value; None when it wrote none)."""
+    fakes = crm_mon.install(where / node, crm_mon=cluster or crm_mon.NOT_CONNECTED, exit_code=0 if cluster else 102)
+    run = run_plugin("check_kolab_heartbeat", "-H", node, *args, PATH=f"{fakes}:/usr/bin:/bin")
+    _, bar, perfdata = run.line.partition(" | ")
+    return perfdata.split() if bar else None
 
 
-@pytest.mark.parametrize("line, active, node1, node2", [
-    (heartbeat_line("OK", "node1"), ["node1"], "mounted", "unmounted"),
-    (heartbeat_line("WARNING", "node2", "fail-counts: kolab-imap on node1 1"), ["node2"], "unmounted", "mounted"),
-    (heartbeat_line("CRITICAL", "node1,node2", "kolab active on node1 and node2 (split brain)"),
-     ["node1", "node2"], "mounted", "mounted"),
-    (heartbeat_line("CRITICAL", None, "node2 offline"), [], "unmounted", "unmounted"),
-    ("HEARTBEAT CRITICAL - cluster stack not running (102)", None, "unmounted", "mounted"),  # fallback: the roles
-    ("HEARTBEAT OK - peer heartbeat 1.2 s old", None, "unmounted", "mounted"),
-    (None, None, "unmounted", "mounted"),
+@pytest.mark.parametrize("case, running, node1, node2, active", [
+    ("group on node1", ("node1",), "mounted", "unmounted", "node1"),
+    ("group on node2", ("node2",), "unmounted", "mounted", "node2"),
+    ("split brain", ("node1", "node2"), "mounted", "mounted", "node1,node2"),
+    ("group stopped", (), "unmounted", "unmounted", "none"),
+    ("stack down", None, "unmounted", "mounted", ""),  # no perfdata: the fallback, the roles
+    ("file heartbeat", "file", "unmounted", "mounted", ""),
+    ("no result yet", "none", "unmounted", "mounted", ""),
 ])
-def test_storage_expectation_follows_the_heartbeat(line: str | None, active: list[str] | None, node1: str,
-                                                   node2: str) -> None:
-    text = json.dumps(line) if line is not None else "null"
-    found = console(f'[kolab_active_nodes({text}), kolab_storage_expect("node1", {text}, "passive"), '
-                    f'kolab_storage_expect("node2", {text}, "active")]')
-    assert found == [active, node1, node2], line
+def test_storage_expectation_follows_the_heartbeat(tmp_path: Path, case: str, running: object, node1: str,
+                                                   node2: str, active: str) -> None:
+    """The role comes from each node's own heartbeat perfdata (active=1|0), never from the status line."""
+    found = {}
+    for node in ("node1", "node2"):
+        if running == "file":
+            beat = tmp_path / "beat"
+            beat.write_text("1\n")
+            found[node] = heartbeat_perfdata(tmp_path, node, None, "--source", f"file:{beat}")
+            assert found[node] and not any(v.startswith("active=") for v in found[node]), found
+        elif running == "none":
+            found[node] = None
+        else:
+            cluster = crm_mon.group_on(*running) if isinstance(running, tuple) else None
+            found[node] = heartbeat_perfdata(tmp_path, node, cluster)
+    pd1, pd2 = (json.dumps(found[n]) for n in ("node1", "node2"))
+    assert console(f'[kolab_storage_expect({pd1}, "passive"), kolab_storage_expect({pd2}, "active"), '
+                   f'kolab_active_text({{ node1 = kolab_node_active({pd1}), node2 = kolab_node_active({pd2}) }})]'
+                   ) == [node1, node2, active], (case, found)
+
+
+def test_the_active_node_needs_every_node_to_say_none() -> None:
+    """A node without a fresh `active` leaves "where" unknown; perfdata may be strings or parsed values (API)."""
+    assert console('[kolab_active_text({ node1 = false, node2 = null }), kolab_active_text({ node1 = null }), '
+                   'kolab_active_text({ node1 = false, node2 = true }), kolab_node_active(["active=0;;;0;1"]), '
+                   'kolab_perfdata_value([ "links_up=2;;;0;2", "\'active\'=1;;;0;1" ], "active"), '
+                   'kolab_perfdata_value([ { label = "active", value = 0 } ], "active")]'
+                   ) == ["", "", "node2", False, 1, 0]
 
 
 def test_command_prefix_becomes_argv_without_a_shell() -> None:
