@@ -1,7 +1,10 @@
 """check_kolab_heartbeat: the cluster as on-call needs to see it — members, quorum, DC, the
 interconnect, where the Kolab group runs, and what will block the next takeover.
 
-`HEARTBEAT OK - kolab active on node1, 2/2 nodes online, quorate, DC node2 answering, 2/2 links up | ...`
+`HEARTBEAT OK - kolab active on node1, 2/2 nodes online, quorate, DC node2 answering, 2/2 links up | active=1;;;0;1 ...`
+
+`active` (1/0: whether the group runs on the node -H names) is what the Icinga config reads for
+that node's role; the status line is for people.
 """
 
 from __future__ import annotations
@@ -77,6 +80,9 @@ class PacemakerHeartbeat:
             yield nagiosplugin.Metric("heartbeat_age", round(age, 3), "s", min=0, context="heartbeat_age")
         if total:
             yield nagiosplugin.Metric("links_up", up, min=0, max=total, context="plain")
+        if status.node(args.hostname or ""):  # the node -H names: does the group run here? (storage's role)
+            here = args.hostname in status.group_nodes(args.group)
+            yield nagiosplugin.Metric("active", int(here), min=0, max=1, context="plain")
 
     def links(self, status: pacemaker.Status) -> tuple[int, int, list[tuple[int, str]]]:
         """Corosync knet links to every peer: (up, total, findings)."""

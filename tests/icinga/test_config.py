@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from lab import release
-from tests.helpers import BIN, clean_env
+from tests.fakes import crm_mon
+from tests.helpers import BIN, clean_env, run_plugin
 
 ROOT = Path(__file__).resolve().parents[2]
 ICINGA = ROOT / "icinga"
@@ -306,6 +307,65 @@ def test_check_timeouts_leave_the_plugin_time_to_report_its_hang(shipped: Valida
     assert shipped.of("NotificationCommand")["kolabmon-notify"]["timeout"] > 30  # kolabmon-notify -t 30
 
 
+
+SHARED = {  # CheckCommand template → the options it owns
+    "kolab-timing": ("-t", "--timeout-state", "-w", "-c"),
+    "kolab-tls-verify": ("--ca-file", "--insecure", "--cert-warning", "--cert-critical"),
+    "kolab-tls": ("--tls", "--starttls"),
+    "kolab-password": ("--password-file",),
+}
+
+
+def generic(command: dict, spec: object) -> object:
+    """An argument (or var) with the command's own name replaced by <plugin>, so commands compare."""
+    plugin = command["name"].removeprefix("kolab-")
+    return json.loads(json.dumps(spec).replace(f"kolab_{plugin}_", "kolab_<plugin>_"))
+
+
+def test_shared_argument_blocks_are_one_block(shipped: Validation) -> None:
+    """Timing, TLS and password options are imported from one template each: every command that takes
+    one of them takes the whole block, with the same macros; each is written once in commands.conf."""
+    ours = {n: c for n, c in shipped.of("CheckCommand").items() if n.startswith("kolab-")}
+    text = (ICINGA / "commands.conf").read_text()
+    for template, options in SHARED.items():
+        users = {n: c for n, c in ours.items() if set(options) & set(c["arguments"]) and template in c["templates"]}
+        assert users, template
+        for option in options:
+            own = sorted(n for n, c in ours.items() if option in c["arguments"] and template not in c["templates"])
+            assert own == (["kolab-freebusy"] if option == "--tls" else []), (option, own)  # gives way to --url
+            assert len(re.findall(rf'^ *"{re.escape(option)}" = \{{', text, re.M)) == 1 + len(own), option
+            macros = {n: generic(c, {k: v for k, v in c["arguments"][option].items() if k in ("value", "set_if")})
+                      for n, c in users.items()}
+            assert len({json.dumps(m, sort_keys=True) for m in macros.values()}) == 1, (option, macros)
+    # the cluster-wide defaults come with the block
+    tls = [c for c in ours.values() if "--ca-file" in c["arguments"]]
+    assert {c["name"] for c in tls} == {"kolab-imap", "kolab-smtp", "kolab-ldap", "kolab-freebusy", "kolab-roundtrip"}
+    for command in tls:
+        plugin = command["name"].removeprefix("kolab-")
+        assert command["vars"][f"kolab_{plugin}_ca_file"] == "$kolab_ca_file$"
+        assert command["vars"][f"kolab_{plugin}_insecure"] == "$kolab_insecure$"
+        assert command["vars"][f"kolab_{plugin}_tls"] == "$kolab_tls$"
+    # every command that has --tls from "kolab-tls" has the same TLS option set; free/busy has its own --tls
+    sets = {n: sorted(k for k in c["arguments"] if k in SHARED["kolab-tls"] + SHARED["kolab-tls-verify"])
+            for n, c in ours.items() if "kolab-tls" in c["templates"]}
+    assert len(sets) == 4 and all(s == sorted(SHARED["kolab-tls"] + SHARED["kolab-tls-verify"]) for s in sets.values())
+
+
+def test_the_timeout_rule_has_one_owner(shipped: Validation) -> None:
+    """Plugin timeout + 5 s: every command's timeout and every raised check_timeout, from one function."""
+    for name, command in shipped.of("CheckCommand").items():
+        if name.startswith("kolab-"):
+            assert "kolab-timing" in command["templates"], name
+            assert command["timeout"] == command["vars"][f"kolab_{name.removeprefix('kolab-')}_timeout"] + 5, name
+    hosts = shipped.of("Host")
+    for name, service in shipped.of("Service").items():
+        raised = hosts[service["host_name"]]["vars"].get(f"kolab_{service['name']}_timeout")
+        assert service["check_timeout"] == (raised + 5 if raised else None), name
+    assert console("[kolab_check_timeout(10), kolab_check_timeout(40)]") == [15, 45]
+    rules = [(f.name, line) for f in ICINGA.glob("*.conf") for line in f.read_text().splitlines()
+             if re.search(r"\+ *5\b", line) and not line.lstrip().startswith(("/*", "*"))]
+    assert rules == [("functions.conf", "  return plugin_timeout + 5")], rules
+
 # --- detection times: the comments tell the truth ---------------------------------------------
 
 
@@ -347,35 +407,52 @@ def console(expression: str) -> object:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def heartbeat_line(state: str, active: str | None, problems: str = "") -> str:
-    """A line as check_kolab_heartbeat writes it (its own present(), so a format change fails here)."""
-    from kolabmon import runtime
-    from kolabmon.probes import heartbeat
-
-    args = heartbeat.make_parser().parse_args(["-H", "node1"])
-    resource = heartbeat.PacemakerHeartbeat(args, runtime.Clock())
-    resource.active = active
-    resource.facts = ["1/2 nodes online" if problems else "2/2 nodes online", "quorate", "2/2 links up"]
-    line = heartbeat.present(resource, args)(None)  # type: ignore[operator]
-    return f"HEARTBEAT {state} - {line}" + (f" ({problems})" if problems else "")
+def heartbeat_perfdata(where: Path, node: str, cluster: str | None = None, *args: str) -> list[str] | None:
+    """check_kolab_heartbeat -H node run against the fake crm_mon printing `cluster`: its perfdata as Icinga
+    keeps it in last_check_result.performance_data (one string per value; None when it wrote none)."""
+    fakes = crm_mon.install(where / node, crm_mon=cluster or crm_mon.NOT_CONNECTED, exit_code=0 if cluster else 102)
+    run = run_plugin("check_kolab_heartbeat", "-H", node, *args, PATH=f"{fakes}:/usr/bin:/bin")
+    _, bar, perfdata = run.line.partition(" | ")
+    return perfdata.split() if bar else None
 
 
-@pytest.mark.parametrize("line, active, node1, node2", [
-    (heartbeat_line("OK", "node1"), ["node1"], "mounted", "unmounted"),
-    (heartbeat_line("WARNING", "node2", "fail-counts: kolab-imap on node1 1"), ["node2"], "unmounted", "mounted"),
-    (heartbeat_line("CRITICAL", "node1,node2", "kolab active on node1 and node2 (split brain)"),
-     ["node1", "node2"], "mounted", "mounted"),
-    (heartbeat_line("CRITICAL", None, "node2 offline"), [], "unmounted", "unmounted"),
-    ("HEARTBEAT CRITICAL - cluster stack not running (102)", None, "unmounted", "mounted"),  # fallback: the roles
-    ("HEARTBEAT OK - peer heartbeat 1.2 s old", None, "unmounted", "mounted"),
-    (None, None, "unmounted", "mounted"),
+@pytest.mark.parametrize("case, running, node1, node2, active", [
+    ("group on node1", ("node1",), "mounted", "unmounted", "node1"),
+    ("group on node2", ("node2",), "unmounted", "mounted", "node2"),
+    ("split brain", ("node1", "node2"), "mounted", "mounted", "node1,node2"),
+    ("group stopped", (), "unmounted", "unmounted", "none"),
+    ("stack down", None, "unmounted", "mounted", ""),  # no perfdata: the fallback, the roles
+    ("file heartbeat", "file", "unmounted", "mounted", ""),
+    ("no result yet", "none", "unmounted", "mounted", ""),
 ])
-def test_storage_expectation_follows_the_heartbeat(line: str | None, active: list[str] | None, node1: str,
-                                                   node2: str) -> None:
-    text = json.dumps(line) if line is not None else "null"
-    found = console(f'[kolab_active_nodes({text}), kolab_storage_expect("node1", {text}, "passive"), '
-                    f'kolab_storage_expect("node2", {text}, "active")]')
-    assert found == [active, node1, node2], line
+def test_storage_expectation_follows_the_heartbeat(tmp_path: Path, case: str, running: object, node1: str,
+                                                   node2: str, active: str) -> None:
+    """The role comes from each node's own heartbeat perfdata (active=1|0), never from the status line."""
+    found = {}
+    for node in ("node1", "node2"):
+        if running == "file":
+            beat = tmp_path / "beat"
+            beat.write_text("1\n")
+            found[node] = heartbeat_perfdata(tmp_path, node, None, "--source", f"file:{beat}")
+            assert found[node] and not any(v.startswith("active=") for v in found[node]), found
+        elif running == "none":
+            found[node] = None
+        else:
+            cluster = crm_mon.group_on(*running) if isinstance(running, tuple) else None
+            found[node] = heartbeat_perfdata(tmp_path, node, cluster)
+    pd1, pd2 = (json.dumps(found[n]) for n in ("node1", "node2"))
+    assert console(f'[kolab_storage_expect({pd1}, "passive"), kolab_storage_expect({pd2}, "active"), '
+                   f'kolab_active_text({{ node1 = kolab_node_active({pd1}), node2 = kolab_node_active({pd2}) }})]'
+                   ) == [node1, node2, active], (case, found)
+
+
+def test_the_active_node_needs_every_node_to_say_none() -> None:
+    """A node without a fresh `active` leaves "where" unknown; perfdata may be strings or parsed values (API)."""
+    assert console('[kolab_active_text({ node1 = false, node2 = null }), kolab_active_text({ node1 = null }), '
+                   'kolab_active_text({ node1 = false, node2 = true }), kolab_node_active(["active=0;;;0;1"]), '
+                   'kolab_perfdata_value([ "links_up=2;;;0;2", "\'active\'=1;;;0;1" ], "active"), '
+                   'kolab_perfdata_value([ { label = "active", value = 0 } ], "active")]'
+                   ) == ["", "", "node2", False, 1, 0]
 
 
 def test_command_prefix_becomes_argv_without_a_shell() -> None:

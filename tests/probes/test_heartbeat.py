@@ -10,10 +10,10 @@ import pytest
 from kolabmon import pacemaker
 from kolabmon.probes import heartbeat
 from tests.fakes import crm_mon
-from tests.helpers import assert_plugin_output, run_plugin
+from tests.helpers import Run, assert_plugin_output, run_plugin
 
 
-def heartbeat_with(tmp_path: Path, *args: str, **fake) -> object:
+def heartbeat_with(tmp_path: Path, *args: str, **fake) -> Run:
     fakes = crm_mon.install(tmp_path / "bin", **fake)
     return run_plugin("check_kolab_heartbeat", *args, PATH=f"{fakes}:/usr/bin:/bin")
 
@@ -22,6 +22,31 @@ def test_split_brain_is_critical(tmp_path) -> None:
     run = heartbeat_with(tmp_path, crm_mon=crm_mon.SPLIT_BRAIN.read_text())
     assert_plugin_output(run.out, run.rc)
     assert run.rc == 2 and "kolab active on node1 and node2 (split brain)" in run.line, run.out
+
+
+def perfdata(run: Run) -> dict[str, str]:
+    match = assert_plugin_output(run.out, run.rc)
+    return dict(item.split("=", 1) for item in (match["perf"] or "").split())
+
+
+@pytest.mark.parametrize(("running", "node", "active"), [
+    (("node1",), "node1", "1"),
+    (("node1",), "node2", "0"),
+    (("node1", "node2"), "node2", "1"),  # split brain: active on both
+    ((), "node1", "0"),
+])
+def test_active_says_whether_the_group_runs_on_the_node_asked(tmp_path, running, node, active) -> None:
+    """`active` is for Icinga (the storage role): 1 or 0 for the node -H names, whatever the status line says."""
+    run = heartbeat_with(tmp_path, "-H", node, crm_mon=crm_mon.group_on(*running))
+    assert perfdata(run)["active"] == f"{active};;;0;1", run.out
+    words = f"kolab active on {','.join(running)}" if running else "kolab not running"
+    assert words in run.line, run.out
+
+
+@pytest.mark.parametrize("args", [[], ["-H", "node3"]])
+def test_no_active_value_without_a_node_pacemaker_knows(tmp_path, args) -> None:
+    run = heartbeat_with(tmp_path, *args, crm_mon=crm_mon.group_on("node1"))
+    assert "active" not in perfdata(run) and "nodes_online" in perfdata(run), run.out
 
 
 @pytest.mark.parametrize(("output", "code", "state", "words"), [

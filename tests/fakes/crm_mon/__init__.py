@@ -1,11 +1,12 @@
 """Fake cluster tools for faults the lab cluster cannot (or should not) produce on demand:
-split brain (fencing on prevents it), and a crm_mon that is missing, fails, hangs or prints
-malformed or truncated XML. `install(directory, behaviour)` writes executables there; the test
-puts that directory first on the plugin's PATH."""
+split brain (fencing on prevents it), the group on chosen nodes (`group_on`), and a crm_mon that
+is missing, fails, hangs or prints malformed or truncated XML. `install(directory, behaviour)`
+writes executables there; the test puts that directory first on the plugin's PATH."""
 
 from __future__ import annotations
 
 import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 HERE = Path(__file__).parent
@@ -26,6 +27,20 @@ nodelist.node.1.name (str) = node2
 nodelist.node.1.nodeid (u32) = 2
 runtime.votequorum.this_node_id (u32) = 1
 """
+
+
+def group_on(*nodes: str) -> str:
+    """SPLIT_BRAIN's cluster with the kolab group running on `nodes` only (none: stopped everywhere)."""
+    root = ET.fromstring(SPLIT_BRAIN.read_text())
+    for resource in root.iterfind("resources/group/resource"):
+        for node in resource.findall("node"):
+            if node.get("name") not in nodes:
+                resource.remove(node)
+        resource.set("nodes_running_on", str(len(nodes)))
+        if not nodes:
+            resource.set("role", "Stopped")
+            resource.set("active", "false")
+    return ET.tostring(root, encoding="unicode")
 
 
 def _script(path: Path, body: str) -> None:
