@@ -13,7 +13,6 @@ are served again.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -24,6 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from kolabmon.takeover import audit  # noqa: E402
 from lab import cluster as lab  # noqa: E402
 from lab import release, takeover_config  # noqa: E402
 from tests.takeover.test_lab_takeover import IMAP, heal  # noqa: E402
@@ -76,7 +76,7 @@ def one_run(cluster: lab.Cluster, workdir: Path, interval: float, attempts: int)
     handler_done = time.monotonic() - t0
     watcher.join(timeout=60)
     stop.set()
-    record = json.loads((workdir / "audit.jsonl").read_text().splitlines()[-1])
+    record = audit.tail(workdir / "audit.jsonl")[-1]
     if not record.get("moved"):
         raise SystemExit(f"run failed: {result.stdout.strip()}")
     durations = record["durations"]

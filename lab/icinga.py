@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from kolabmon.takeover import audit
 from lab import cluster as lab
 from lab import servers, takeover_config
 
@@ -225,7 +226,7 @@ object Host "{node}" {{
 
     def audit(self) -> list[dict]:
         path = self.dir / "takeover" / "audit.jsonl"
-        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+        return audit.tail(path) if path.exists() else []
 
     def oncall_mail(self) -> list[dict]:
         """Subject and arrival time of every message in the on-call mailbox (read over IMAP)."""

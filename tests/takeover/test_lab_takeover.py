@@ -3,7 +3,6 @@ Icinga would run it, from the monitoring host, with the macros as argv."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from kolabmon.takeover import audit as audit_log
 from lab import cluster as lab
 from lab import takeover_config
 from tests.helpers import BIN
@@ -36,7 +36,7 @@ def imap_from_client(cluster, config: Path) -> subprocess.CompletedProcess[str]:
 
 def audit(config: Path) -> list[dict]:
     path = config.parent / "audit.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return audit_log.tail(path) if path.exists() else []
 
 
 def heal(cluster) -> None:
