@@ -1,0 +1,143 @@
+"""Option parsing for every executable: the standard Monitoring Plugins options, their value types,
+usage errors as one UNKNOWN line, and the password (never from argv)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from collections.abc import Sequence
+
+from kolabmon.runtime.base import CRITICAL, DEFAULT_TIMEOUT, PASSWORD_ENV, STATE_NAMES, WARNING, UsageError
+
+TYPE_CHECKING = False  # see kolabmon.runtime
+if TYPE_CHECKING:
+    from typing import NoReturn
+
+_NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)"
+_RANGE = rf"@?(?:(~|{_NUMBER})?:)?({_NUMBER})?"  # compiled on first use: re caches it
+
+
+def nagios_range(text: str) -> str:
+    """Validate a Nagios range (`10`, `10:`, `~:10`, `@10:20`) and return it unchanged."""
+    match = re.fullmatch(_RANGE, text)
+    if not match or not any(match.groups()):
+        raise argparse.ArgumentTypeError(f"invalid range {text!r} (Nagios syntax: 10, 10:, ~:10, @10:20)")
+    start, end = match.groups()
+    if start != "~" and end is not None and float(start or 0) > float(end):
+        raise argparse.ArgumentTypeError(f"invalid range {text!r}: start is greater than end")
+    return text
+
+
+def positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 86400:
+        raise argparse.ArgumentTypeError(f"invalid number of seconds {text!r}")
+    return value
+
+
+def port_number(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}")
+    return int(text)
+
+
+def state_name(text: str) -> int:
+    names = {name: index for index, name in enumerate(STATE_NAMES)} | {"WARN": WARNING, "CRIT": CRITICAL}
+    if text.upper() not in names:
+        raise argparse.ArgumentTypeError(f"invalid state {text!r} (OK, WARNING, CRITICAL, UNKNOWN)")
+    return names[text.upper()]
+
+
+def days(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"invalid number of days {text!r}")
+    return int(text)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that turns every usage error into one `SERVICE UNKNOWN - ...` line."""
+
+    def __init__(self, service: str, description: str) -> None:
+        super().__init__(prog=f"check_kolab_{service.lower()}", description=description, add_help=False)
+        self.service = service
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def parser(service: str, description: str, default_port: int | None = None) -> Parser:
+    """The standard Monitoring Plugins options every probe has."""
+    p = Parser(service, description)
+    p.add_argument("-h", "--help", action="store_true", help="show this help and exit (state UNKNOWN)")
+    p.add_argument("-V", "--version", action="store_true", help="show the version and exit (state UNKNOWN)")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more output, repeatable (-v -v -v)")
+    p.add_argument("-H", "--hostname", help="host name or address of the server")
+    port_help = f"TCP port (default {default_port})" if default_port else "TCP port"
+    p.add_argument("-p", "--port", type=port_number, help=port_help)
+    p.add_argument("-t", "--timeout", type=positive_seconds, default=DEFAULT_TIMEOUT,
+                   help="seconds before the check gives up (default 10)")
+    p.add_argument("--timeout-state", type=state_name, default=CRITICAL,
+                   help="state to report when --timeout is hit (default CRITICAL)")
+    p.add_argument("-w", "--warning", type=nagios_range, metavar="RANGE",
+                   help="warning range for the response time in seconds")
+    p.add_argument("-c", "--critical", type=nagios_range, metavar="RANGE",
+                   help="critical range for the response time in seconds")
+    return p
+
+
+def add_auth(p: Parser, user_help: str = "user to log in as") -> None:
+    p.add_argument("-u", "--user", help=user_help)
+    p.add_argument("--password-file", metavar="PATH",
+                   help=f"file holding the password (else the environment variable {PASSWORD_ENV})")
+
+
+def add_tls(p: Parser) -> None:
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--tls", action="store_true", help="implicit TLS from the first byte")
+    mode.add_argument("--starttls", action="store_true", help="upgrade the plain connection with STARTTLS")
+    p.add_argument("--ca-file", metavar="PATH", help="trust the CA certificates in this PEM file")
+    p.add_argument("--insecure", action="store_true",
+                   help="do not verify the server certificate (explicit opt-out)")
+    p.add_argument("--cert-warning", type=days, default=30, metavar="DAYS",
+                   help="WARNING when the certificate expires within DAYS (default 30)")
+    p.add_argument("--cert-critical", type=days, default=7, metavar="DAYS",
+                   help="CRITICAL when the certificate expires within DAYS (default 7)")
+
+
+def parse(p: Parser, argv: Sequence[str] | None,
+          required: Sequence[str] = ("hostname",)) -> argparse.Namespace:
+    """Parse argv; raise UsageError for anything wrong. -h/-V are handled by `main()`."""
+    args = p.parse_args(argv)
+    if args.help or args.version:
+        return args
+    for name in required:
+        if getattr(args, name) is None:
+            flag = next(a.option_strings for a in p._actions if a.dest == name)
+            raise UsageError(f"missing {'/'.join(flag)}")
+    if getattr(args, "ca_file", None) and not os.access(args.ca_file, os.R_OK):
+        raise UsageError(f"cannot read CA file {args.ca_file}")
+    return args
+
+
+def password(args: argparse.Namespace, environ: dict[str, str] | None = None) -> str:
+    """The secret from --password-file or the environment; never from argv."""
+    environ = os.environ if environ is None else environ  # type: ignore[assignment]
+    if args.password_file:
+        try:
+            with open(args.password_file, encoding="utf-8") as handle:
+                secret = handle.readline().rstrip("\r\n")
+        except OSError as exc:
+            raise UsageError(f"cannot read password file {args.password_file}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise UsageError(f"password file {args.password_file} is not UTF-8 text") from None
+        if not secret:
+            raise UsageError(f"password file {args.password_file} is empty")
+        return secret
+    secret = environ.get(PASSWORD_ENV, "")  # type: ignore[union-attr]
+    if not secret:
+        raise UsageError(f"no password: use --password-file PATH or set {PASSWORD_ENV}")
+    return secret
