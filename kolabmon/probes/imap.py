@@ -135,7 +135,7 @@ def present(args: argparse.Namespace) -> object:
 
 def make_parser() -> runtime.Parser:
     p = runtime.parser(SERVICE, "Log in to an IMAP server as a test user and select a folder.",
-                       default_port=143)
+                       port="TCP port (default 143)")
     runtime.add_auth(p, "user to log in as (without it: connect and read the greeting only)")
     runtime.add_tls(p)
     p.add_argument("--folder", default="INBOX", help="folder to select (default INBOX)")

@@ -255,14 +255,11 @@ def present(args: argparse.Namespace, check: RoundTrip) -> Callable[[nagiosplugi
 
 
 def make_parser() -> runtime.Parser:
-    p = runtime.parser(SERVICE, "Send a tagged message over SMTP and wait until it shows up over IMAP.")
-    for action in p._actions:  # here the thresholds are on the delivery time
-        if action.dest in ("warning", "critical"):
-            action.help = f"{action.dest} range for the delivery time in seconds (SMTP accepted → seen over IMAP)"
-        if action.dest == "hostname":
-            action.help = "host of both SMTP and IMAP (unless --smtp-host and --imap-host are given)"
-        if action.dest == "port":
-            action.help = "not used here: see --smtp-port and --imap-port"
+    delivery = "range for the delivery time in seconds (SMTP accepted → seen over IMAP)"
+    p = runtime.parser(SERVICE, "Send a tagged message over SMTP and wait until it shows up over IMAP.",
+                       hostname="host of both SMTP and IMAP (unless --smtp-host and --imap-host are given)",
+                       port="not used here: see --smtp-port and --imap-port",
+                       warning="warning " + delivery, critical="critical " + delivery)
     p.add_argument("--smtp-host", metavar="HOST", help="SMTP server (default -H)")
     p.add_argument("--smtp-port", type=runtime.port_number, metavar="PORT",
                    help="SMTP port (default 25, 465 with --tls)")

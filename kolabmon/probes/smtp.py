@@ -376,8 +376,7 @@ def mechanism(value: str) -> str:
 
 def make_parser() -> runtime.Parser:
     p = runtime.parser(SERVICE, "Talk to an SMTP server: banner, EHLO, STARTTLS or TLS, AUTH as a test user.",
-                       default_port=25)
-    p._option_string_actions["--port"].help = "TCP port (default 25, 465 with --tls)"
+                       port="TCP port (default 25, 465 with --tls)")
     runtime.add_auth(p, "user to authenticate as: AUTH is then required (without it: no AUTH)")
     runtime.add_tls(p)
     p.add_argument("--auth-mech", type=mechanism, metavar="PLAIN|LOGIN",

@@ -450,12 +450,10 @@ def absolute_path(text: str) -> str:
 def make_parser() -> runtime.Parser:
     p = runtime.parser(SERVICE, "Check the shared storage as this cluster node sees it: mounted (or not, on "
                                 "the passive node), the right type, read-write, a write that reaches the "
-                                "disk, free space and inodes. A hung storage is CRITICAL within --timeout.")
-    helps = {"hostname": "not used: the check looks at the node it runs on", "port": argparse.SUPPRESS,
-             "warning": "warning range for the free space in percent (20: = below 20%%)",
-             "critical": "critical range for the free space in percent (10: = below 10%%)"}
-    for action in p._actions:
-        action.help = helps.get(action.dest, action.help)
+                                "disk, free space and inodes. A hung storage is CRITICAL within --timeout.",
+                       hostname="not used: the check looks at the node it runs on", port=runtime.HIDDEN,
+                       warning="warning range for the free space in percent (20: = below 20%%)",
+                       critical="critical range for the free space in percent (10: = below 10%%)")
     p.add_argument("--path", type=absolute_path, help="mount point of the shared storage (required)")
     p.add_argument("--fstype", metavar="TYPE", help="filesystem type it must have, as in /proc/mounts (ext4, nfs4)")
     p.add_argument("--expect", choices=("mounted", "unmounted"), default="mounted",

@@ -34,6 +34,7 @@ from kolabmon.runtime.checks import check, days_left, explain, findings, plain, 
 from kolabmon.runtime.clock import Clock, classify, safe_classify
 from kolabmon.runtime.executable import Watchdog, main, run
 from kolabmon.runtime.options import (
+    HIDDEN,
     Parser,
     add_auth,
     add_tls,
@@ -53,6 +54,6 @@ __all__ = [
     "check", "days_left", "explain", "findings", "plain", "threshold",
     "Clock", "classify", "safe_classify",
     "Watchdog", "main", "run",
-    "Parser", "add_auth", "add_tls", "days", "nagios_range", "parse", "parser", "password", "port_number",
+    "HIDDEN", "Parser", "add_auth", "add_tls", "days", "nagios_range", "parse", "parser", "password", "port_number",
     "positive_seconds", "state_name",
 ]

@@ -6,13 +6,13 @@ from __future__ import annotations
 import argparse
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from kolabmon.runtime.base import CRITICAL, DEFAULT_TIMEOUT, PASSWORD_ENV, STATE_NAMES, WARNING, UsageError
 
 TYPE_CHECKING = False  # see kolabmon.runtime
 if TYPE_CHECKING:
-    from typing import NoReturn
+    from typing import Any, NoReturn
 
 _NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)"
 _RANGE = rf"@?(?:(~|{_NUMBER})?:)?({_NUMBER})?"  # compiled on first use: re caches it
@@ -58,34 +58,52 @@ def days(text: str) -> int:
     return int(text)
 
 
-class Parser(argparse.ArgumentParser):
-    """argparse that turns every usage error into one `SERVICE UNKNOWN - ...` line."""
+HIDDEN = argparse.SUPPRESS  # as an option's help: accepted, but not listed in --help
+RESPONSE_TIME = "range for the response time in seconds"
 
-    def __init__(self, service: str, description: str) -> None:
-        super().__init__(prog=f"check_kolab_{service.lower()}", description=description, add_help=False)
+
+class Parser(argparse.ArgumentParser):
+    """argparse that turns every usage error into one `SERVICE UNKNOWN - ...` line, and knows each
+    option's flags by its name (`missing -H/--hostname`)."""
+
+    def __init__(self, service: str, description: str | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("prog", f"check_kolab_{service.lower()}")
+        kwargs.setdefault("add_help", False)  # -h exits 3 here, as the C plugins do (see parser())
+        super().__init__(description=description, **kwargs)
         self.service = service
+        self.flags: dict[str, str] = {}
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        self.flags[action.dest] = "/".join(action.option_strings)
+        return action
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(message)
 
 
-def parser(service: str, description: str, default_port: int | None = None) -> Parser:
-    """The standard Monitoring Plugins options every probe has."""
+def parser(service: str, description: str, *, hostname: str | None = "host name or address of the server",
+           hostname_type: Callable[[str], object] = str, port: str | None = "TCP port",
+           warning: str | None = "warning " + RESPONSE_TIME,
+           critical: str | None = "critical " + RESPONSE_TIME) -> Parser:
+    """The standard Monitoring Plugins options. -h -V -v -t --timeout-state are always there; each of
+    -H -p -w -c takes its help text in the plugin's words, HIDDEN, or None to leave it out."""
     p = Parser(service, description)
     p.add_argument("-h", "--help", action="store_true", help="show this help and exit (state UNKNOWN)")
     p.add_argument("-V", "--version", action="store_true", help="show the version and exit (state UNKNOWN)")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more output, repeatable (-v -v -v)")
-    p.add_argument("-H", "--hostname", help="host name or address of the server")
-    port_help = f"TCP port (default {default_port})" if default_port else "TCP port"
-    p.add_argument("-p", "--port", type=port_number, help=port_help)
+    if hostname is not None:
+        p.add_argument("-H", "--hostname", type=hostname_type, help=hostname)
+    if port is not None:
+        p.add_argument("-p", "--port", type=port_number, help=port)
     p.add_argument("-t", "--timeout", type=positive_seconds, default=DEFAULT_TIMEOUT,
                    help="seconds before the check gives up (default 10)")
     p.add_argument("--timeout-state", type=state_name, default=CRITICAL,
                    help="state to report when --timeout is hit (default CRITICAL)")
-    p.add_argument("-w", "--warning", type=nagios_range, metavar="RANGE",
-                   help="warning range for the response time in seconds")
-    p.add_argument("-c", "--critical", type=nagios_range, metavar="RANGE",
-                   help="critical range for the response time in seconds")
+    if warning is not None:
+        p.add_argument("-w", "--warning", type=nagios_range, metavar="RANGE", help=warning)
+    if critical is not None:
+        p.add_argument("-c", "--critical", type=nagios_range, metavar="RANGE", help=critical)
     return p
 
 
@@ -95,10 +113,12 @@ def add_auth(p: Parser, user_help: str = "user to log in as") -> None:
                    help=f"file holding the password (else the environment variable {PASSWORD_ENV})")
 
 
-def add_tls(p: Parser) -> None:
+def add_tls(p: Parser, *, tls: str = "implicit TLS from the first byte",
+            starttls: str = "upgrade the plain connection with STARTTLS") -> None:
+    """--tls/--starttls (help in the plugin's words, or HIDDEN), --ca-file, --insecure, certificate days."""
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--tls", action="store_true", help="implicit TLS from the first byte")
-    mode.add_argument("--starttls", action="store_true", help="upgrade the plain connection with STARTTLS")
+    mode.add_argument("--tls", action="store_true", help=tls)
+    mode.add_argument("--starttls", action="store_true", help=starttls)
     p.add_argument("--ca-file", metavar="PATH", help="trust the CA certificates in this PEM file")
     p.add_argument("--insecure", action="store_true",
                    help="do not verify the server certificate (explicit opt-out)")
@@ -116,8 +136,7 @@ def parse(p: Parser, argv: Sequence[str] | None,
         return args
     for name in required:
         if getattr(args, name) is None:
-            flag = next(a.option_strings for a in p._actions if a.dest == name)
-            raise UsageError(f"missing {'/'.join(flag)}")
+            raise UsageError(f"missing {p.flags[name]}")
     if getattr(args, "ca_file", None) and not os.access(args.ca_file, os.R_OK):
         raise UsageError(f"cannot read CA file {args.ca_file}")
     return args
