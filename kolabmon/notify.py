@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import re
-import sys
 import time
 from collections.abc import Sequence
 
@@ -26,7 +25,7 @@ from kolabmon import runtime
 
 SERVICE = "NOTIFY"
 PROG = "kolabmon-notify"
-OK, CRITICAL, UNKNOWN = runtime.OK, runtime.CRITICAL, runtime.UNKNOWN
+OK, CRITICAL = runtime.OK, runtime.CRITICAL
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_AUDIT = "/var/lib/kolabmon/audit.jsonl"
 TYPES = ("PROBLEM", "RECOVERY", "ACKNOWLEDGEMENT", "CUSTOM", "FLAPPINGSTART", "FLAPPINGEND",
@@ -530,9 +529,15 @@ def make_parser() -> runtime.Parser:
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    args = make_parser().parse_args(argv)
-    if args.help or args.version:
-        return args
+    """The settled options (UsageError for bad macros); -h/-V are answered by `main()`."""
+    args = runtime.parse(make_parser(), argv, required=())
+    if not (args.help or args.version):
+        settle(args)
+    return args
+
+
+def settle(args: argparse.Namespace) -> None:
+    """Check the macros and delivery options together; fill in the defaults, the password, the token."""
     _check_macros(args)
     args.to = [a.strip() for value in args.to for a in value.split(",") if a.strip()]
     _check_delivery(args)
@@ -540,44 +545,32 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         args.smtp_port = 465 if args.tls else 25
     args.password = runtime.password(args) if args.user and args.to else None
     args.webhook_token = _token(args.webhook_token_file) if args.webhook and args.webhook_token_file else None
-    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The executable: parse, compose, deliver, print one line, return the exit code."""
-    argv = sys.argv[1:] if argv is None else argv
     clock = runtime.Clock(DEFAULT_TIMEOUT)
-    try:
-        args = parse(argv)
-    except runtime.UsageError as exc:
-        sys.stdout.write(runtime.status_line(SERVICE, UNKNOWN, str(exc)) + "\n")
-        return UNKNOWN
-    if args.help:
-        sys.stdout.write(make_parser().format_help())
-        return UNKNOWN
-    if args.version:
-        sys.stdout.write(f"{PROG} (kolabmon) {runtime.__version__}\n")
-        return UNKNOWN
+    args = runtime.command_line(make_parser(), argv, required=(), settle=settle, usage_hint=False)
+    if isinstance(args, int):
+        return args
     clock.timeout = args.timeout
-    watchdog = runtime.Watchdog(SERVICE, clock, CRITICAL)  # backstop: e.g. an audit log on a dead mount
-    watchdog.timer.start()
     secrets = [s for s in (args.password, args.webhook_token) if s]
-    try:
-        clock.enter("reading the audit log")
-        takeover = read_audit(args.audit)
-        clock.enter("composing")
-        subject, body, document = compose(Event(args), takeover, (args.active or "").strip())
-        for secret in secrets:  # the message never carries one, whatever the macros held
-            subject, body = subject.replace(secret, "****"), body.replace(secret, "****")
-            document = {k: v.replace(secret, "****") if isinstance(v, str) else v for k, v in document.items()}
-        clock.enter("delivering")
-        channels = deliver(args, subject, body, document, clock.start + max(args.timeout - MARGIN, 0.2))
-        failed = [c for c in channels if not c.ok]
-        parts = [f"{c.name} failed: {c.text}" for c in failed] + [c.text for c in channels if c.ok]
-        state, text = (CRITICAL if failed else OK), "; ".join(parts)
-    except Exception as exc:  # composing broke: still one line
-        state, text = runtime.safe_classify(exc, clock)
-    watchdog.timer.cancel()
-    if not watchdog.emit(runtime.status_line(SERVICE, state, text, secrets) + "\n"):
-        time.sleep(5)  # the watchdog is printing and exiting; do not race it
-    return state
+    # the watchdog is the backstop, e.g. for an audit log on a dead mount
+    return runtime.execute(SERVICE, clock, CRITICAL, secrets, lambda: notify(args, clock, secrets))
+
+
+def notify(args: argparse.Namespace, clock: runtime.Clock, secrets: list[str]) -> runtime.Outcome:
+    """Read the audit log, compose, deliver on every channel: the outcome, with the channels' lines."""
+    clock.enter("reading the audit log")
+    takeover = read_audit(args.audit)
+    clock.enter("composing")
+    subject, body, document = compose(Event(args), takeover, (args.active or "").strip())
+    for secret in secrets:  # the message never carries one, whatever the macros held
+        subject, body = subject.replace(secret, "****"), body.replace(secret, "****")
+        document = {k: v.replace(secret, "****") if isinstance(v, str) else v for k, v in document.items()}
+    clock.enter("delivering")
+    channels = deliver(args, subject, body, document, clock.start + max(args.timeout - MARGIN, 0.2))
+    failed = [c for c in channels if not c.ok]
+    parts = [f"{c.name} failed: {c.text}" for c in failed] + [c.text for c in channels if c.ok]
+    state = CRITICAL if failed else OK
+    return runtime.Outcome(state, runtime.status_line(SERVICE, state, "; ".join(parts), secrets))

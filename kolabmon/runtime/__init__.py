@@ -32,12 +32,13 @@ from kolabmon.runtime.base import (
 )
 from kolabmon.runtime.checks import check, days_left, explain, findings, plain, threshold
 from kolabmon.runtime.clock import Clock, classify, safe_classify
-from kolabmon.runtime.executable import Watchdog, main, run
+from kolabmon.runtime.executable import Watchdog, execute, main, run
 from kolabmon.runtime.options import (
     HIDDEN,
     Parser,
     add_auth,
     add_tls,
+    command_line,
     days,
     nagios_range,
     parse,
@@ -45,6 +46,7 @@ from kolabmon.runtime.options import (
     password,
     port_number,
     positive_seconds,
+    readable_ca,
     state_name,
 )
 
@@ -53,7 +55,7 @@ __all__ = [
     "Outcome", "PluginError", "UsageError", "__version__", "clean", "status_line",
     "check", "days_left", "explain", "findings", "plain", "threshold",
     "Clock", "classify", "safe_classify",
-    "Watchdog", "main", "run",
-    "HIDDEN", "Parser", "add_auth", "add_tls", "days", "nagios_range", "parse", "parser", "password", "port_number",
-    "positive_seconds", "state_name",
+    "Watchdog", "execute", "main", "run",
+    "HIDDEN", "Parser", "add_auth", "add_tls", "command_line", "days", "nagios_range", "parse", "parser", "password",
+    "port_number", "positive_seconds", "readable_ca", "state_name",
 ]

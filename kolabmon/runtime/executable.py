@@ -4,22 +4,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from collections.abc import Callable, Sequence
 
-from kolabmon.runtime.base import (
-    CRITICAL,
-    UNKNOWN,
-    WATCHDOG_GRACE,
-    Outcome,
-    UsageError,
-    __version__,
-    clean,
-    status_line,
-)
+from kolabmon.runtime.base import CRITICAL, WATCHDOG_GRACE, Outcome, clean, status_line
 from kolabmon.runtime.clock import Clock, safe_classify
-from kolabmon.runtime.options import Parser, parse, password
+from kolabmon.runtime.options import Parser, command_line, password, readable_ca
 
 TYPE_CHECKING = False  # see kolabmon.runtime
 if TYPE_CHECKING:
@@ -75,6 +65,22 @@ class Watchdog:
             return True
 
 
+def execute(service: str, clock: Clock, timeout_state: int, secrets: Sequence[str],
+            work: Callable[[], Outcome]) -> int:
+    """Arm the watchdog, do the work, print its one line (or the watchdog's), return the state."""
+    watchdog = Watchdog(service, clock, timeout_state)
+    watchdog.timer.start()
+    try:
+        outcome = work()
+    except Exception as exc:
+        state, message = safe_classify(exc, clock, timeout_state)
+        outcome = Outcome(state, status_line(service, state, message, secrets))
+    watchdog.timer.cancel()
+    if not watchdog.emit(outcome.text + "\n"):
+        time.sleep(5)  # the watchdog is printing and exiting; do not race it
+    return outcome.state
+
+
 def main(service: str, build: Callable[[argparse.Namespace, Clock], nagiosplugin.Check],
          make_parser: Callable[[], Parser], argv: Sequence[str] | None = None,
          required: Sequence[str] = ("hostname",),
@@ -87,35 +93,18 @@ def main(service: str, build: Callable[[argparse.Namespace, Clock], nagiosplugin
     `args.password` for `build`, and redacted from everything printed.
     """
     clock = Clock()
-    p = make_parser()
-    try:
-        args = parse(p, argv, required)
-        if not (args.help or args.version):
-            if validate:
-                validate(args)
-            args.password = password(args) if logs_in(args) else None
-    except UsageError as exc:
-        sys.stdout.write(status_line(service, UNKNOWN, str(exc)) + f"\nUsage: {p.prog} --help\n")
-        return UNKNOWN
-    if args.help:
-        sys.stdout.write(p.format_help())
-        return UNKNOWN
-    if args.version:
-        sys.stdout.write(f"{p.prog} (kolabmon) {__version__}\n")
-        return UNKNOWN
+
+    def settle(args: argparse.Namespace) -> None:
+        readable_ca(args)
+        if validate:
+            validate(args)
+        args.password = password(args) if logs_in(args) else None
+
+    args = command_line(make_parser(), argv, required, settle)
+    if isinstance(args, int):
+        return args
     clock.timeout = args.timeout
-    watchdog = Watchdog(service, clock, args.timeout_state)
-    watchdog.timer.start()
     secrets = [args.password] if args.password else []
-    try:
-        check = build(args, clock)
-    except Exception as exc:
-        state, message = safe_classify(exc, clock, args.timeout_state)
-        outcome = Outcome(state, status_line(service, state, message, secrets))
-    else:
-        outcome = run(service, check, clock, timeout_state=args.timeout_state, verbose=args.verbose,
-                      secrets=secrets)
-    watchdog.timer.cancel()
-    if not watchdog.emit(outcome.text + "\n"):
-        time.sleep(5)  # the watchdog is printing and exiting; do not race it
-    return outcome.state
+    return execute(service, clock, args.timeout_state, secrets,
+                   lambda: run(service, build(args, clock), clock, timeout_state=args.timeout_state,
+                               verbose=args.verbose, secrets=secrets))

@@ -6,9 +6,20 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import sys
 from collections.abc import Callable, Sequence
 
-from kolabmon.runtime.base import CRITICAL, DEFAULT_TIMEOUT, PASSWORD_ENV, STATE_NAMES, WARNING, UsageError
+from kolabmon.runtime.base import (
+    CRITICAL,
+    DEFAULT_TIMEOUT,
+    PASSWORD_ENV,
+    STATE_NAMES,
+    UNKNOWN,
+    WARNING,
+    UsageError,
+    __version__,
+    status_line,
+)
 
 TYPE_CHECKING = False  # see kolabmon.runtime
 if TYPE_CHECKING:
@@ -130,16 +141,42 @@ def add_tls(p: Parser, *, tls: str = "implicit TLS from the first byte",
 
 def parse(p: Parser, argv: Sequence[str] | None,
           required: Sequence[str] = ("hostname",)) -> argparse.Namespace:
-    """Parse argv; raise UsageError for anything wrong. -h/-V are handled by `main()`."""
+    """Parse argv; raise UsageError for anything wrong. -h/-V are answered by `command_line()`."""
     args = p.parse_args(argv)
     if args.help or args.version:
         return args
     for name in required:
         if getattr(args, name) is None:
             raise UsageError(f"missing {p.flags[name]}")
+    return args
+
+
+def command_line(p: Parser, argv: Sequence[str] | None, required: Sequence[str] = ("hostname",),
+                 settle: Callable[[argparse.Namespace], None] | None = None,
+                 usage_hint: bool = True) -> argparse.Namespace | int:
+    """The executable's options, or its exit code when argv needs no work: -h and -V print and give
+    UNKNOWN, as the C plugins do; a usage error (from argparse, `required` or `settle(args)`, which
+    checks options against each other) gives one UNKNOWN line, plus a `Usage:` hint."""
+    try:
+        args = parse(p, argv, required)
+        if settle and not (args.help or args.version):
+            settle(args)
+    except UsageError as exc:
+        hint = f"\nUsage: {p.prog} --help" if usage_hint else ""
+        sys.stdout.write(status_line(p.service, UNKNOWN, str(exc)) + hint + "\n")
+        return UNKNOWN
+    if args.help:
+        sys.stdout.write(p.format_help())
+        return UNKNOWN
+    if args.version:
+        sys.stdout.write(f"{p.prog} (kolabmon) {__version__}\n")
+        return UNKNOWN
+    return args
+
+
+def readable_ca(args: argparse.Namespace) -> None:
     if getattr(args, "ca_file", None) and not os.access(args.ca_file, os.R_OK):
         raise UsageError(f"cannot read CA file {args.ca_file}")
-    return args
 
 
 def password(args: argparse.Namespace, environ: dict[str, str] | None = None) -> str:
