@@ -107,12 +107,6 @@ def _check_delivery(args: argparse.Namespace) -> None:
         raise runtime.UsageError(f"cannot read CA file {args.ca_file}")
 
 
-def _flag(text: str) -> bool:
-    if text.strip().lower() not in ("0", "1", "true", "false"):
-        raise argparse.ArgumentTypeError(f"must be 0 or 1, not {text!r}")
-    return text.strip().lower() in ("1", "true")
-
-
 def _token(path: str) -> str:
     try:
         with open(path, encoding="utf-8") as handle:
@@ -501,7 +495,7 @@ def make_parser() -> runtime.Parser:
     context = p.add_argument_group("cluster context")
     context.add_argument("--active", metavar="NODE",
                          help="where the Kolab group runs (the NotificationCommand reads it from the heartbeat checks)")
-    context.add_argument("--failover", type=_flag, default=False, metavar="0|1",
+    context.add_argument("--failover", type=runtime.zero_or_one, default=False, metavar="0|1",
                          help="1: the service is failover-relevant (kolabmon-takeover is its event handler)")
     context.add_argument("--audit", metavar="PATH", default=DEFAULT_AUDIT,
                          help=f"kolabmon-takeover's audit log, for the last takeover (default {DEFAULT_AUDIT})")

@@ -48,6 +48,7 @@ from kolabmon.runtime.options import (
     positive_seconds,
     readable_ca,
     state_name,
+    zero_or_one,
 )
 
 __all__ = [
@@ -57,5 +58,5 @@ __all__ = [
     "Clock", "classify", "safe_classify",
     "Watchdog", "execute", "main", "run",
     "HIDDEN", "Parser", "add_auth", "add_tls", "command_line", "days", "nagios_range", "parse", "parser", "password",
-    "port_number", "positive_seconds", "readable_ca", "state_name",
+    "port_number", "positive_seconds", "readable_ca", "state_name", "zero_or_one",
 ]

@@ -63,6 +63,13 @@ def state_name(text: str) -> int:
     return names[text.upper()]
 
 
+def zero_or_one(text: str) -> bool:
+    """An Icinga boolean macro as the Event- and NotificationCommands pass it: 0|1 (or true|false)."""
+    if text.strip().lower() not in ("0", "1", "true", "false"):
+        raise argparse.ArgumentTypeError(f"must be 0 or 1, not {text!r}")
+    return text.strip().lower() in ("1", "true")
+
+
 def days(text: str) -> int:
     if not text.isdigit():
         raise argparse.ArgumentTypeError(f"invalid number of days {text!r}")
@@ -80,9 +87,9 @@ class Parser(argparse.ArgumentParser):
     def __init__(self, service: str, description: str | None = None, **kwargs: Any) -> None:
         kwargs.setdefault("prog", f"check_kolab_{service.lower()}")
         kwargs.setdefault("add_help", False)  # -h exits 3 here, as the C plugins do (see parser())
-        super().__init__(description=description, **kwargs)
         self.service = service
-        self.flags: dict[str, str] = {}
+        self.flags: dict[str, str] = {}  # before argparse's own add_argument("-h") in __init__
+        super().__init__(description=description, **kwargs)
 
     def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
         action = super().add_argument(*args, **kwargs)
