@@ -30,7 +30,6 @@ DEFAULT_TIMEOUT = 30.0
 DEFAULT_AUDIT = "/var/lib/kolabmon/audit.jsonl"
 TYPES = ("PROBLEM", "RECOVERY", "ACKNOWLEDGEMENT", "CUSTOM", "FLAPPINGSTART", "FLAPPINGEND",
          "DOWNTIMESTART", "DOWNTIMEEND", "DOWNTIMECANCELLED", "DOWNTIMEREMOVED")
-SERVICE_STATES = ("OK", "WARNING", "CRITICAL", "UNKNOWN")
 HOST_STATES = ("UP", "DOWN", "UNREACHABLE")
 RECENT = 3600.0  # a takeover older than this is history, not the cause of this notification
 AUDIT_TAIL = 256 * 1024  # the audit log only grows: read its end
@@ -81,7 +80,7 @@ def _check_macros(args: argparse.Namespace) -> None:
         raise runtime.UsageError("--host is empty ($host.name$)")
     if args.service is not None and not args.service.strip():
         raise runtime.UsageError("--service is empty ($service.name$)")
-    allowed: tuple[str, ...] = SERVICE_STATES if args.service else HOST_STATES
+    allowed: tuple[str, ...] = runtime.STATE_NAMES if args.service else HOST_STATES
     state, flag = (args.state, "--state") if args.service else (args.host_state, "--host-state")
     if not state:
         raise runtime.UsageError(f"missing {flag} ({'$service.state$' if args.service else '$host.state$'})")
