@@ -33,7 +33,6 @@ TYPES = ("PROBLEM", "RECOVERY", "ACKNOWLEDGEMENT", "CUSTOM", "FLAPPINGSTART", "F
 HOST_STATES = ("UP", "DOWN", "UNREACHABLE")
 RECENT = 3600.0  # a takeover older than this is history, not the cause of this notification
 AUDIT_TAIL = 256 * 1024  # the audit log only grows: read its end
-MARGIN = 0.5  # report hung channels this long before --timeout (the watchdog fires at timeout - 0.3)
 UNRESOLVED = re.compile(r"\$[A-Za-z_][\w.]*\$")
 
 
@@ -562,7 +561,7 @@ def notify(args: argparse.Namespace, clock: runtime.Clock, secrets: list[str]) -
         subject, body = subject.replace(secret, "****"), body.replace(secret, "****")
         document = {k: v.replace(secret, "****") if isinstance(v, str) else v for k, v in document.items()}
     clock.enter("delivering")
-    channels = deliver(args, subject, body, document, clock.start + max(args.timeout - MARGIN, 0.2))
+    channels = deliver(args, subject, body, document, time.monotonic() + clock.for_waiting())  # hung: reported
     failed = [c for c in channels if not c.ok]
     parts = [f"{c.name} failed: {c.text}" for c in failed] + [c.text for c in channels if c.ok]
     state = CRITICAL if failed else OK

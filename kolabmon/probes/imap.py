@@ -93,7 +93,7 @@ def logout(client: object, clock: runtime.Clock, where: str = "") -> None:
     """LOGOUT politely, briefly: the result is known, only the goodbye is left (clear of the watchdog)."""
     try:
         clock.enter(f"logging out{where}")
-        client.socket().settimeout(min(clock.remaining() - 0.5, 1.0))  # type: ignore[attr-defined]
+        client.socket().settimeout(clock.for_goodbye())  # type: ignore[attr-defined]
         client.logout()  # type: ignore[attr-defined]
     except Exception:  # a slow or rude BYE is not the user's problem
         pass

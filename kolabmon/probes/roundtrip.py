@@ -185,7 +185,8 @@ class RoundTrip:
 
         args, clock = self.args, self.clock
         # leave time to report (and the watchdog its margin) rather than be cut off mid-poll
-        poll_until = clock.timeout - min(max(0.5, clock.timeout / 10), clock.timeout / 2)
+        early = min(max(runtime.HANG_MARGIN, clock.timeout * runtime.REPORT_SHARE), clock.timeout / 2)
+        poll_until = clock.timeout - early
         clock.enter(f"waiting for the message in {args.folder}")
         while True:
             client.socket().settimeout(clock.remaining())

@@ -207,8 +207,7 @@ class SmtpSession:
             return
         try:
             self.step("quitting")
-            # stay clear of the watchdog: the result is known, only the goodbye is left
-            self.smtp.sock.settimeout(min(self.clock.remaining() - 0.5, 1.0))
+            self.smtp.sock.settimeout(self.clock.for_goodbye())
             self.smtp.quit()
         except Exception:  # closing anyway
             pass

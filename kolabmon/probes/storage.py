@@ -26,7 +26,6 @@ if TYPE_CHECKING:
 SERVICE = "STORAGE"
 MOUNTINFO = "/proc/self/mountinfo"  # this process's mount namespace, as the services on this node see it
 PROBE_PREFIX = ".kolabmon-probe-"
-HANG_MARGIN = 0.5  # report the hang before the runtime's watchdog (timeout - 0.3 s) prints its generic line
 
 Report = Callable[[dict[str, object]], None]
 
@@ -284,7 +283,7 @@ def isolated(work: Callable[[Report], None], clock: runtime.Clock) -> dict[str, 
         os.waitpid(middle, 0)  # it only forks: back at once
     except ChildProcessError:  # SIGCHLD ignored by whoever runs us: the kernel reaped it
         pass
-    deadline = time.monotonic() + max(clock.remaining() - HANG_MARGIN, 0.1)
+    deadline = time.monotonic() + clock.for_waiting()  # the hang is reported before the watchdog's generic line
     facts: dict[str, object] = {}
     pidfd: int | None = None
     pending, pid, started = b"", 0, time.monotonic()

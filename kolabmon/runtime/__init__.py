@@ -22,7 +22,6 @@ from kolabmon.runtime.base import (
     STATE_NAMES,
     UNKNOWN,
     WARNING,
-    WATCHDOG_GRACE,
     Outcome,
     PluginError,
     UsageError,
@@ -31,7 +30,22 @@ from kolabmon.runtime.base import (
     status_line,
 )
 from kolabmon.runtime.checks import check, days_left, explain, findings, plain, threshold
-from kolabmon.runtime.clock import Clock, classify, safe_classify
+from kolabmon.runtime.clock import (
+    CHILD_KILL_MARGIN,
+    GOODBYE_LIMIT,
+    GOODBYE_MARGIN,
+    HANG_MARGIN,
+    LOCK_SLACK,
+    REPORT_SHARE,
+    REPROBE_MIN,
+    REPROBE_WINDOWS,
+    SHORTEST_WAIT,
+    TOOL_TIMEOUT_MARGIN,
+    WATCHDOG_GRACE,
+    Clock,
+    classify,
+    safe_classify,
+)
 from kolabmon.runtime.executable import Watchdog, execute, main, run
 from kolabmon.runtime.options import (
     HIDDEN,
@@ -55,7 +69,8 @@ __all__ = [
     "CRITICAL", "DEFAULT_TIMEOUT", "OK", "PASSWORD_ENV", "STATE_NAMES", "UNKNOWN", "WARNING", "WATCHDOG_GRACE",
     "Outcome", "PluginError", "UsageError", "__version__", "clean", "status_line",
     "check", "days_left", "explain", "findings", "plain", "threshold",
-    "Clock", "classify", "safe_classify",
+    "CHILD_KILL_MARGIN", "GOODBYE_LIMIT", "GOODBYE_MARGIN", "HANG_MARGIN", "LOCK_SLACK", "REPORT_SHARE", "REPROBE_MIN",
+    "REPROBE_WINDOWS", "SHORTEST_WAIT", "TOOL_TIMEOUT_MARGIN", "Clock", "classify", "safe_classify",
     "Watchdog", "execute", "main", "run",
     "HIDDEN", "Parser", "add_auth", "add_tls", "command_line", "days", "nagios_range", "parse", "parser", "password",
     "port_number", "positive_seconds", "readable_ca", "state_name", "zero_or_one",

@@ -10,7 +10,6 @@ OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 STATE_NAMES = ("OK", "WARNING", "CRITICAL", "UNKNOWN")
 PASSWORD_ENV = "KOLABMON_PASSWORD"
 DEFAULT_TIMEOUT = 10.0
-WATCHDOG_GRACE = 0.3  # the watchdog answers this long before --timeout
 
 
 class PluginError(Exception):

@@ -1,11 +1,25 @@
-"""One deadline for the whole check, and the one place where exceptions become states."""
+"""One deadline for the whole check, the margins every part keeps to it, and the one place where
+exceptions become states."""
 
 from __future__ import annotations
 
 import re
 import time
 
-from kolabmon.runtime.base import CRITICAL, DEFAULT_TIMEOUT, UNKNOWN, WATCHDOG_GRACE, PluginError
+from kolabmon.runtime.base import CRITICAL, DEFAULT_TIMEOUT, UNKNOWN, PluginError
+
+# --- deadline margins: who gives up how long before --timeout, and why -----------------------
+WATCHDOG_GRACE = 0.3  # the watchdog prints its line this long before --timeout, before Icinga kills the plugin
+CHILD_KILL_MARGIN = 0.2  # a child process is killed this long before the watchdog fires: it never outlives us
+HANG_MARGIN = 0.5  # a hang is reported in the plugin's own words this long before --timeout, ahead of the watchdog
+TOOL_TIMEOUT_MARGIN = 0.5  # a tool's own timeout (crmadmin -t) ends this long before we kill it: it says why
+GOODBYE_MARGIN = 0.5  # LOGOUT/QUIT stop this long before --timeout: the result is known, only the goodbye is left
+GOODBYE_LIMIT = 1.0  # and they take at most this long: a slow goodbye is not the service's problem
+REPORT_SHARE = 0.1  # polling stops this share of --timeout early (HANG_MARGIN to half of it), to report in time
+SHORTEST_WAIT = 0.1  # the least any wait gets, so that a step late in the budget still looks once
+REPROBE_WINDOWS = 2  # after a move the takeover re-probes the new node for this many probe timeouts
+REPROBE_MIN = 1.0  # each such re-probe gets at least this long, even at the end of that window
+LOCK_SLACK = 30.0  # a waiting takeover outwaits the holder's move and verify window, plus this for its re-probe
 
 
 class Clock:
@@ -27,7 +41,15 @@ class Clock:
     def for_child(self) -> float:
         """Seconds a child process may run: it must be killed before the watchdog fires and exits,
         or it would outlive the plugin."""
-        return max(self.remaining() - WATCHDOG_GRACE - 0.2, 0.1)
+        return max(self.remaining() - WATCHDOG_GRACE - CHILD_KILL_MARGIN, SHORTEST_WAIT)
+
+    def for_waiting(self) -> float:
+        """Seconds to wait on something that may hang before reporting the hang in our own words."""
+        return max(self.remaining() - HANG_MARGIN, SHORTEST_WAIT)
+
+    def for_goodbye(self) -> float:
+        """Seconds for LOGOUT/QUIT, clear of the watchdog (may be <= 0: then skip the goodbye)."""
+        return min(self.remaining() - GOODBYE_MARGIN, GOODBYE_LIMIT)
 
     def enter(self, step: str) -> float:
         """Mark the start of a step; returns the seconds left for it."""

@@ -7,8 +7,8 @@ import os
 import time
 from collections.abc import Callable, Sequence
 
-from kolabmon.runtime.base import CRITICAL, WATCHDOG_GRACE, Outcome, clean, status_line
-from kolabmon.runtime.clock import Clock, safe_classify
+from kolabmon.runtime.base import CRITICAL, Outcome, clean, status_line
+from kolabmon.runtime.clock import WATCHDOG_GRACE, Clock, safe_classify
 from kolabmon.runtime.options import Parser, command_line, password, readable_ca
 
 TYPE_CHECKING = False  # see kolabmon.runtime

@@ -165,7 +165,8 @@ def verify(config: Config, probe: Probe, active: str, deadline: float) -> tuple[
     """The failing probe must pass on the cluster IP, served by the new node; retried until the deadline."""
     code, line = 2, "not run"
     while time.monotonic() < deadline:
-        code, line = run_probe(config, probe, active, min(config.probe_timeout, max(deadline - time.monotonic(), 1)))
+        left = max(deadline - time.monotonic(), runtime.REPROBE_MIN)
+        code, line = run_probe(config, probe, active, min(config.probe_timeout, left))
         if code == 0:
             break
         time.sleep(1)
@@ -247,7 +248,8 @@ def takeover(config: Config, args: argparse.Namespace) -> int:
     if first is not None:  # OK/WARNING/SOFT events: decided without touching the cluster
         return finish(first.action, first.reason, first.exit_code, LABELS[first.action])
     waiting_since = time.time()
-    lock = Lock(config.lock, wait=config.transition_timeout + 2 * config.probe_timeout + 30)
+    lock = Lock(config.lock, wait=config.transition_timeout + runtime.REPROBE_WINDOWS * config.probe_timeout
+                + runtime.LOCK_SLACK)
     if not lock.held:
         lock.release()
         return finish("nothing", "another takeover is still in progress: this call does nothing", 0, "NOTHING")
@@ -295,7 +297,7 @@ def takeover(config: Config, args: argparse.Namespace) -> int:
             return finish(policy.ACT, f"move {source} -> {target} {settled.outcome}: {settled.detail}", EXIT_FAILED,
                           "FAILED", moved=False)
         mark = time.monotonic()
-        code, line = verify(config, probe, target, mark + config.probe_timeout * 2)
+        code, line = verify(config, probe, target, mark + config.probe_timeout * runtime.REPROBE_WINDOWS)
         record["durations"]["verify"] = round(time.monotonic() - mark, 3)
         record["verify"] = {"exit": code, "line": line}
         fenced = f", {source} fenced" if settled.fenced else ""
