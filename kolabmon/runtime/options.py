@@ -80,6 +80,23 @@ HIDDEN = argparse.SUPPRESS  # as an option's help: accepted, but not listed in -
 RESPONSE_TIME = "range for the response time in seconds"
 
 
+class Formatter(argparse.HelpFormatter):
+    """argparse's help layout, as wide as shutil.get_terminal_size() says, without importing shutil:
+    argparse makes a formatter for every add_argument, and shutil (with bz2 and lzma) costs ms per start."""
+
+    def __init__(self, prog: str) -> None:
+        try:
+            columns = int(os.environ["COLUMNS"])
+        except (KeyError, ValueError):
+            columns = 0
+        if columns <= 0:
+            try:
+                columns = os.get_terminal_size(sys.__stdout__.fileno()).columns or 80  # type: ignore[union-attr]
+            except (AttributeError, ValueError, OSError):
+                columns = 80
+        super().__init__(prog, width=columns - 2)
+
+
 class Parser(argparse.ArgumentParser):
     """argparse that turns every usage error into one `SERVICE UNKNOWN - ...` line, and knows each
     option's flags by its name (`missing -H/--hostname`)."""
@@ -87,6 +104,7 @@ class Parser(argparse.ArgumentParser):
     def __init__(self, service: str, description: str | None = None, **kwargs: Any) -> None:
         kwargs.setdefault("prog", f"check_kolab_{service.lower()}")
         kwargs.setdefault("add_help", False)  # -h exits 3 here, as the C plugins do (see parser())
+        kwargs.setdefault("formatter_class", Formatter)
         self.service = service
         self.flags: dict[str, str] = {}  # before argparse's own add_argument("-h") in __init__
         super().__init__(description=description, **kwargs)
