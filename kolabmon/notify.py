@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import sys
 import time
 from collections.abc import Sequence
 
@@ -25,15 +24,13 @@ from kolabmon import runtime
 
 SERVICE = "NOTIFY"
 PROG = "kolabmon-notify"
-OK, CRITICAL, UNKNOWN = runtime.OK, runtime.CRITICAL, runtime.UNKNOWN
+OK, CRITICAL = runtime.OK, runtime.CRITICAL
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_AUDIT = "/var/lib/kolabmon/audit.jsonl"
 TYPES = ("PROBLEM", "RECOVERY", "ACKNOWLEDGEMENT", "CUSTOM", "FLAPPINGSTART", "FLAPPINGEND",
          "DOWNTIMESTART", "DOWNTIMEEND", "DOWNTIMECANCELLED", "DOWNTIMEREMOVED")
-SERVICE_STATES = ("OK", "WARNING", "CRITICAL", "UNKNOWN")
 HOST_STATES = ("UP", "DOWN", "UNREACHABLE")
 RECENT = 3600.0  # a takeover older than this is history, not the cause of this notification
-MARGIN = 0.5  # report hung channels this long before --timeout (the watchdog fires at timeout - 0.3)
 UNRESOLVED = re.compile(r"\$[A-Za-z_][\w.]*\$")
 
 
@@ -80,7 +77,7 @@ def _check_macros(args: argparse.Namespace) -> None:
         raise runtime.UsageError("--host is empty ($host.name$)")
     if args.service is not None and not args.service.strip():
         raise runtime.UsageError("--service is empty ($service.name$)")
-    allowed: tuple[str, ...] = SERVICE_STATES if args.service else HOST_STATES
+    allowed: tuple[str, ...] = runtime.STATE_NAMES if args.service else HOST_STATES
     state, flag = (args.state, "--state") if args.service else (args.host_state, "--host-state")
     if not state:
         raise runtime.UsageError(f"missing {flag} ({'$service.state$' if args.service else '$host.state$'})")
@@ -104,12 +101,6 @@ def _check_delivery(args: argparse.Namespace) -> None:
         raise runtime.UsageError(f"--webhook {args.webhook!r} is not an http(s) URL")
     if (args.tls or args.starttls or args.webhook) and args.ca_file and not os.access(args.ca_file, os.R_OK):
         raise runtime.UsageError(f"cannot read CA file {args.ca_file}")
-
-
-def _flag(text: str) -> bool:
-    if text.strip().lower() not in ("0", "1", "true", "false"):
-        raise argparse.ArgumentTypeError(f"must be 0 or 1, not {text!r}")
-    return text.strip().lower() in ("1", "true")
 
 
 def _token(path: str) -> str:
@@ -478,7 +469,7 @@ def make_parser() -> runtime.Parser:
     context = p.add_argument_group("cluster context")
     context.add_argument("--active", metavar="NODE",
                          help="where the Kolab group runs (the NotificationCommand reads it from the heartbeat checks)")
-    context.add_argument("--failover", type=_flag, default=False, metavar="0|1",
+    context.add_argument("--failover", type=runtime.zero_or_one, default=False, metavar="0|1",
                          help="1: the service is failover-relevant (kolabmon-takeover is its event handler)")
     context.add_argument("--audit", metavar="PATH", default=DEFAULT_AUDIT,
                          help=f"kolabmon-takeover's audit log, for the last takeover (default {DEFAULT_AUDIT})")
@@ -506,9 +497,15 @@ def make_parser() -> runtime.Parser:
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    args = make_parser().parse_args(argv)
-    if args.help or args.version:
-        return args
+    """The settled options (UsageError for bad macros); -h/-V are answered by `main()`."""
+    args = runtime.parse(make_parser(), argv, required=())
+    if not (args.help or args.version):
+        settle(args)
+    return args
+
+
+def settle(args: argparse.Namespace) -> None:
+    """Check the macros and delivery options together; fill in the defaults, the password, the token."""
     _check_macros(args)
     args.to = [a.strip() for value in args.to for a in value.split(",") if a.strip()]
     _check_delivery(args)
@@ -516,44 +513,32 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         args.smtp_port = 465 if args.tls else 25
     args.password = runtime.password(args) if args.user and args.to else None
     args.webhook_token = _token(args.webhook_token_file) if args.webhook and args.webhook_token_file else None
-    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The executable: parse, compose, deliver, print one line, return the exit code."""
-    argv = sys.argv[1:] if argv is None else argv
     clock = runtime.Clock(DEFAULT_TIMEOUT)
-    try:
-        args = parse(argv)
-    except runtime.UsageError as exc:
-        sys.stdout.write(runtime.status_line(SERVICE, UNKNOWN, str(exc)) + "\n")
-        return UNKNOWN
-    if args.help:
-        sys.stdout.write(make_parser().format_help())
-        return UNKNOWN
-    if args.version:
-        sys.stdout.write(f"{PROG} (kolabmon) {runtime.__version__}\n")
-        return UNKNOWN
+    args = runtime.command_line(make_parser(), argv, required=(), settle=settle, usage_hint=False)
+    if isinstance(args, int):
+        return args
     clock.timeout = args.timeout
-    watchdog = runtime.Watchdog(SERVICE, clock, CRITICAL)  # backstop: e.g. an audit log on a dead mount
-    watchdog.timer.start()
     secrets = [s for s in (args.password, args.webhook_token) if s]
-    try:
-        clock.enter("reading the audit log")
-        takeover = read_audit(args.audit)
-        clock.enter("composing")
-        subject, body, document = compose(Event(args), takeover, (args.active or "").strip())
-        for secret in secrets:  # the message never carries one, whatever the macros held
-            subject, body = subject.replace(secret, "****"), body.replace(secret, "****")
-            document = {k: v.replace(secret, "****") if isinstance(v, str) else v for k, v in document.items()}
-        clock.enter("delivering")
-        channels = deliver(args, subject, body, document, clock.start + max(args.timeout - MARGIN, 0.2))
-        failed = [c for c in channels if not c.ok]
-        parts = [f"{c.name} failed: {c.text}" for c in failed] + [c.text for c in channels if c.ok]
-        state, text = (CRITICAL if failed else OK), "; ".join(parts)
-    except Exception as exc:  # composing broke: still one line
-        state, text = runtime.safe_classify(exc, clock)
-    watchdog.timer.cancel()
-    if not watchdog.emit(runtime.status_line(SERVICE, state, text, secrets) + "\n"):
-        time.sleep(5)  # the watchdog is printing and exiting; do not race it
-    return state
+    # the watchdog is the backstop, e.g. for an audit log on a dead mount
+    return runtime.execute(SERVICE, clock, CRITICAL, secrets, lambda: notify(args, clock, secrets))
+
+
+def notify(args: argparse.Namespace, clock: runtime.Clock, secrets: list[str]) -> runtime.Outcome:
+    """Read the audit log, compose, deliver on every channel: the outcome, with the channels' lines."""
+    clock.enter("reading the audit log")
+    takeover = read_audit(args.audit)
+    clock.enter("composing")
+    subject, body, document = compose(Event(args), takeover, (args.active or "").strip())
+    for secret in secrets:  # the message never carries one, whatever the macros held
+        subject, body = subject.replace(secret, "****"), body.replace(secret, "****")
+        document = {k: v.replace(secret, "****") if isinstance(v, str) else v for k, v in document.items()}
+    clock.enter("delivering")
+    channels = deliver(args, subject, body, document, time.monotonic() + clock.for_waiting())  # hung: reported
+    failed = [c for c in channels if not c.ok]
+    parts = [f"{c.name} failed: {c.text}" for c in failed] + [c.text for c in channels if c.ok]
+    state = CRITICAL if failed else OK
+    return runtime.Outcome(state, runtime.status_line(SERVICE, state, "; ".join(parts), secrets))

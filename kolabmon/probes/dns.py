@@ -246,12 +246,8 @@ class _Extend(argparse.Action):
 
 def make_parser() -> runtime.Parser:
     p = runtime.parser(SERVICE, "Resolve a name like check_dns and check that the domain's MX and "
-                       "SRV records point at it.")
-    for action in p._actions:  # the standard -H/-p, in DNS words
-        if "-H" in action.option_strings:
-            action.type, action.help = dns_name, "the name to resolve, e.g. kolab.example.org"
-        if "-p" in action.option_strings:
-            action.help = "port of the DNS server (default 53)"
+                       "SRV records point at it.", hostname="the name to resolve, e.g. kolab.example.org",
+                       hostname_type=dns_name, port="port of the DNS server (default 53)")
     p.add_argument("-s", "--server", type=server,
                    help="DNS server to ask (default: the nameservers in /etc/resolv.conf, in order)")
     p.add_argument("-a", "--expected-address", type=addresses, action=_Extend, metavar="ADDR[,ADDR]",

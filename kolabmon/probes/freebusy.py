@@ -423,20 +423,13 @@ def whole_seconds(text: str) -> int:
 def make_parser() -> runtime.Parser:
     p = runtime.parser(SERVICE, "Fetch a user's free/busy list over HTTP(S) and check that it is a fresh "
                        "VFREEBUSY for that user. Give --url, or -H (with -p, --tls) for "
-                       "http(s)://HOST[:PORT]/freebusy/USER.ifb.")
+                       "http(s)://HOST[:PORT]/freebusy/USER.ifb.",
+                       hostname="host of the free/busy server (instead of --url)",
+                       port="TCP port with -H (default 80, 443 with --tls)")
     p.add_argument("--url", type=http_url, help="full free/busy URL, e.g. "
                    "https://kolab.example.org/freebusy/user1@example.org.ifb (instead of -H)")
     runtime.add_auth(p, "user for HTTP basic auth (without it: no login); also the expected owner")
-    runtime.add_tls(p)
-    for action in p._actions:  # the standard options, in HTTP words
-        if "-H" in action.option_strings:
-            action.help = "host of the free/busy server (instead of --url)"
-        if "-p" in action.option_strings:
-            action.help = "TCP port with -H (default 80, 443 with --tls)"
-        if "--tls" in action.option_strings:
-            action.help = "https with -H"
-        if "--starttls" in action.option_strings:
-            action.help = argparse.SUPPRESS  # no such thing in HTTP: refused in build()
+    runtime.add_tls(p, tls="https with -H", starttls=runtime.HIDDEN)  # no STARTTLS in HTTP: refused in settle()
     p.add_argument("--user-match", metavar="ADDR",
                    help="the VFREEBUSY's ORGANIZER or ATTENDEE must be mailto:ADDR (default: the -u user)")
     p.add_argument("--max-age", type=whole_seconds, default=DEFAULT_MAX_AGE, metavar="SECONDS",

@@ -103,10 +103,10 @@ class PacemakerHeartbeat:
 
         args = self.args
         started = time.monotonic()
-        wait = min(self.clock.for_child() - 0.5, 5.0)
+        wait = min(self.clock.for_child() - runtime.TOOL_TIMEOUT_MARGIN, 5.0)
+        crmadmin = ["crmadmin", "-q", "-t", str(int(max(wait, 1) * 1000)), "-S", dc]
         try:
-            proc = pacemaker.run(args.command_prefix, args.hostname,
-                                 ["crmadmin", "-q", "-t", str(int(max(wait, 1) * 1000)), "-S", dc], wait + 0.5)
+            proc = pacemaker.run(args.command_prefix, args.hostname, crmadmin, wait + runtime.TOOL_TIMEOUT_MARGIN)
         except TimeoutError:
             return None, [(CRITICAL, f"DC {dc} does not answer")]
         age = time.monotonic() - started

@@ -93,7 +93,7 @@ def logout(client: object, clock: runtime.Clock, where: str = "") -> None:
     """LOGOUT politely, briefly: the result is known, only the goodbye is left (clear of the watchdog)."""
     try:
         clock.enter(f"logging out{where}")
-        client.socket().settimeout(min(clock.remaining() - 0.5, 1.0))  # type: ignore[attr-defined]
+        client.socket().settimeout(clock.for_goodbye())  # type: ignore[attr-defined]
         client.logout()  # type: ignore[attr-defined]
     except Exception:  # a slow or rude BYE is not the user's problem
         pass
@@ -135,7 +135,7 @@ def present(args: argparse.Namespace) -> object:
 
 def make_parser() -> runtime.Parser:
     p = runtime.parser(SERVICE, "Log in to an IMAP server as a test user and select a folder.",
-                       default_port=143)
+                       port="TCP port (default 143)")
     runtime.add_auth(p, "user to log in as (without it: connect and read the greeting only)")
     runtime.add_tls(p)
     p.add_argument("--folder", default="INBOX", help="folder to select (default INBOX)")

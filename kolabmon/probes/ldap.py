@@ -146,7 +146,7 @@ def present(args: argparse.Namespace) -> object:
 
 def make_parser() -> runtime.Parser:
     p = runtime.parser(SERVICE, "Bind to an LDAP server and search a base with a filter.",
-                       default_port=389)
+                       port="TCP port (default 389)")
     p.add_argument("-D", "--bind-dn", help="DN to bind as (without it: anonymous bind)")
     p.add_argument("--password-file", metavar="PATH",
                    help=f"file holding the bind password (else ${runtime.PASSWORD_ENV})")

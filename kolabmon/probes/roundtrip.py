@@ -185,7 +185,8 @@ class RoundTrip:
 
         args, clock = self.args, self.clock
         # leave time to report (and the watchdog its margin) rather than be cut off mid-poll
-        poll_until = clock.timeout - min(max(0.5, clock.timeout / 10), clock.timeout / 2)
+        early = min(max(runtime.HANG_MARGIN, clock.timeout * runtime.REPORT_SHARE), clock.timeout / 2)
+        poll_until = clock.timeout - early
         clock.enter(f"waiting for the message in {args.folder}")
         while True:
             client.socket().settimeout(clock.remaining())
@@ -255,14 +256,11 @@ def present(args: argparse.Namespace, check: RoundTrip) -> Callable[[nagiosplugi
 
 
 def make_parser() -> runtime.Parser:
-    p = runtime.parser(SERVICE, "Send a tagged message over SMTP and wait until it shows up over IMAP.")
-    for action in p._actions:  # here the thresholds are on the delivery time
-        if action.dest in ("warning", "critical"):
-            action.help = f"{action.dest} range for the delivery time in seconds (SMTP accepted → seen over IMAP)"
-        if action.dest == "hostname":
-            action.help = "host of both SMTP and IMAP (unless --smtp-host and --imap-host are given)"
-        if action.dest == "port":
-            action.help = "not used here: see --smtp-port and --imap-port"
+    delivery = "range for the delivery time in seconds (SMTP accepted → seen over IMAP)"
+    p = runtime.parser(SERVICE, "Send a tagged message over SMTP and wait until it shows up over IMAP.",
+                       hostname="host of both SMTP and IMAP (unless --smtp-host and --imap-host are given)",
+                       port="not used here: see --smtp-port and --imap-port",
+                       warning="warning " + delivery, critical="critical " + delivery)
     p.add_argument("--smtp-host", metavar="HOST", help="SMTP server (default -H)")
     p.add_argument("--smtp-port", type=runtime.port_number, metavar="PORT",
                    help="SMTP port (default 25, 465 with --tls)")

@@ -207,8 +207,7 @@ class SmtpSession:
             return
         try:
             self.step("quitting")
-            # stay clear of the watchdog: the result is known, only the goodbye is left
-            self.smtp.sock.settimeout(min(self.clock.remaining() - 0.5, 1.0))
+            self.smtp.sock.settimeout(self.clock.for_goodbye())
             self.smtp.quit()
         except Exception:  # closing anyway
             pass
@@ -376,8 +375,7 @@ def mechanism(value: str) -> str:
 
 def make_parser() -> runtime.Parser:
     p = runtime.parser(SERVICE, "Talk to an SMTP server: banner, EHLO, STARTTLS or TLS, AUTH as a test user.",
-                       default_port=25)
-    p._option_string_actions["--port"].help = "TCP port (default 25, 465 with --tls)"
+                       port="TCP port (default 25, 465 with --tls)")
     runtime.add_auth(p, "user to authenticate as: AUTH is then required (without it: no AUTH)")
     runtime.add_tls(p)
     p.add_argument("--auth-mech", type=mechanism, metavar="PLAIN|LOGIN",

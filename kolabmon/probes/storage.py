@@ -26,7 +26,6 @@ if TYPE_CHECKING:
 SERVICE = "STORAGE"
 MOUNTINFO = "/proc/self/mountinfo"  # this process's mount namespace, as the services on this node see it
 PROBE_PREFIX = ".kolabmon-probe-"
-HANG_MARGIN = 0.5  # report the hang before the runtime's watchdog (timeout - 0.3 s) prints its generic line
 
 Report = Callable[[dict[str, object]], None]
 
@@ -284,7 +283,7 @@ def isolated(work: Callable[[Report], None], clock: runtime.Clock) -> dict[str, 
         os.waitpid(middle, 0)  # it only forks: back at once
     except ChildProcessError:  # SIGCHLD ignored by whoever runs us: the kernel reaped it
         pass
-    deadline = time.monotonic() + max(clock.remaining() - HANG_MARGIN, 0.1)
+    deadline = time.monotonic() + clock.for_waiting()  # the hang is reported before the watchdog's generic line
     facts: dict[str, object] = {}
     pidfd: int | None = None
     pending, pid, started = b"", 0, time.monotonic()
@@ -450,12 +449,10 @@ def absolute_path(text: str) -> str:
 def make_parser() -> runtime.Parser:
     p = runtime.parser(SERVICE, "Check the shared storage as this cluster node sees it: mounted (or not, on "
                                 "the passive node), the right type, read-write, a write that reaches the "
-                                "disk, free space and inodes. A hung storage is CRITICAL within --timeout.")
-    helps = {"hostname": "not used: the check looks at the node it runs on", "port": argparse.SUPPRESS,
-             "warning": "warning range for the free space in percent (20: = below 20%%)",
-             "critical": "critical range for the free space in percent (10: = below 10%%)"}
-    for action in p._actions:
-        action.help = helps.get(action.dest, action.help)
+                                "disk, free space and inodes. A hung storage is CRITICAL within --timeout.",
+                       hostname="not used: the check looks at the node it runs on", port=runtime.HIDDEN,
+                       warning="warning range for the free space in percent (20: = below 20%%)",
+                       critical="critical range for the free space in percent (10: = below 10%%)")
     p.add_argument("--path", type=absolute_path, help="mount point of the shared storage (required)")
     p.add_argument("--fstype", metavar="TYPE", help="filesystem type it must have, as in /proc/mounts (ext4, nfs4)")
     p.add_argument("--expect", choices=("mounted", "unmounted"), default="mounted",

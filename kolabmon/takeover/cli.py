@@ -20,21 +20,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from kolabmon import runtime
 from kolabmon.takeover import audit, policy
 from kolabmon.takeover.config import Config, ConfigError, Probe, load
 
 DEFAULT_CONFIG = "/etc/kolabmon/takeover.toml"
 EXIT_FAILED, EXIT_USAGE = 2, 3
 LABELS = {policy.ACT: "ACTED", policy.NOTHING: "NOTHING", policy.WAIT: "WAIT", policy.REFUSE: "REFUSED"}
-
-
-class UsageError(Exception):
-    pass
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(message)
 
 
 def _positive(text: str) -> int:
@@ -51,27 +43,23 @@ def _choice(options: Sequence[str]):  # noqa: ANN202
     return check
 
 
-def _flag(text: str) -> bool:
-    if text not in ("0", "1", "true", "false"):
-        raise argparse.ArgumentTypeError(f"must be 0 or 1, not {text!r}")
-    return text in ("1", "true")
-
-
-def _subcommand(argv: Sequence[str]) -> str | None:
-    """The first word after the global options (--config FILE, --dry-run), if it is not an option."""
-    index = 0
-    while index < len(argv) and argv[index] in ("--config", "--dry-run") or (
-            index < len(argv) and argv[index].startswith("--config=")):
-        index += 2 if argv[index] == "--config" else 1
-    return argv[index] if index < len(argv) and not argv[index].startswith("-") else None
+def _shared() -> runtime.Parser:
+    """The options of every form: --config and --dry-run."""
+    p = runtime.Parser("TAKEOVER", prog="kolabmon-takeover")
+    p.add_argument("--config", default=os.environ.get("KOLABMON_TAKEOVER_CONFIG", DEFAULT_CONFIG))
+    p.add_argument("--dry-run", action="store_true", help="say what would happen, change nothing")
+    return p
 
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:
-    p = Parser(prog="kolabmon-takeover", description="Icinga event handler: move the Kolab group off a "
-               "degraded active node when the policy allows, and prove the service is back.")
-    p.add_argument("--config", default=os.environ.get("KOLABMON_TAKEOVER_CONFIG", DEFAULT_CONFIG))
-    p.add_argument("--dry-run", action="store_true", help="say what would happen, change nothing")
-    if _subcommand(argv) == "recover":
+    """The event's macros, or `recover NODE`: the first word argparse leaves over after the shared
+    options names the subcommand (a stray word after the macros stays "unrecognized arguments")."""
+    shared = _shared()
+    rest = shared.parse_known_args(argv)[1]
+    p = runtime.Parser("TAKEOVER", prog="kolabmon-takeover", add_help=True, parents=[shared],
+                       description="Icinga event handler: move the Kolab group off a degraded active node "
+                       "when the policy allows, and prove the service is back.")
+    if rest[:1] == ["recover"]:
         p.add_argument("command", choices=["recover"])
         p.add_argument("node")
         return p.parse_args(argv)
@@ -81,12 +69,12 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--state-type", required=True, type=_choice(policy.STATE_TYPES), help="$service.state_type$")
     p.add_argument("--attempt", required=True, type=_positive, help="$service.check_attempt$")
     p.add_argument("--max-attempts", required=True, type=_positive, help="$service.max_check_attempts$")
-    p.add_argument("--flapping", type=_flag, default=False,
+    p.add_argument("--flapping", type=runtime.zero_or_one, default=False,
                    help="$service.flapping$ as 0|1 (the EventCommand converts true/false)")
     args = p.parse_args(argv)
     for name in ("host", "service"):
         if not getattr(args, name).strip():
-            raise UsageError(f"--{name} is empty (undefined Icinga macro?)")
+            raise runtime.UsageError(f"--{name} is empty (undefined Icinga macro?)")
     args.command = None
     return args
 
@@ -147,7 +135,8 @@ def verify(config: Config, probe: Probe, active: str, deadline: float) -> tuple[
     """The failing probe must pass on the cluster IP, served by the new node; retried until the deadline."""
     code, line = 2, "not run"
     while time.monotonic() < deadline:
-        code, line = run_probe(config, probe, active, min(config.probe_timeout, max(deadline - time.monotonic(), 1)))
+        left = max(deadline - time.monotonic(), runtime.REPROBE_MIN)
+        code, line = run_probe(config, probe, active, min(config.probe_timeout, left))
         if code == 0:
             break
         time.sleep(1)
@@ -167,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parse(argv)
         config = load(args.config)
-    except (UsageError, ConfigError) as exc:
+    except (runtime.UsageError, ConfigError) as exc:
         say("ERROR", str(exc))
         return EXIT_USAGE
     try:
@@ -224,7 +213,8 @@ def takeover(config: Config, args: argparse.Namespace) -> int:
     if first is not None:  # OK/WARNING/SOFT events: decided without touching the cluster
         return finish(first.action, first.reason, first.exit_code, LABELS[first.action])
     waiting_since = time.time()
-    lock = Lock(config.lock, wait=config.transition_timeout + 2 * config.probe_timeout + 30)
+    lock = Lock(config.lock, wait=config.transition_timeout + runtime.REPROBE_WINDOWS * config.probe_timeout
+                + runtime.LOCK_SLACK)
     if not lock.held:
         lock.release()
         return finish("nothing", "another takeover is still in progress: this call does nothing", 0, "NOTHING")
@@ -272,7 +262,7 @@ def takeover(config: Config, args: argparse.Namespace) -> int:
             return finish(policy.ACT, f"move {source} -> {target} {settled.outcome}: {settled.detail}", EXIT_FAILED,
                           "FAILED", moved=False)
         mark = time.monotonic()
-        code, line = verify(config, probe, target, mark + config.probe_timeout * 2)
+        code, line = verify(config, probe, target, mark + config.probe_timeout * runtime.REPROBE_WINDOWS)
         durations["verify"] = round(time.monotonic() - mark, 3)
         record["verify"] = audit.probe_result(code, line)
         fenced = f", {source} fenced" if settled.fenced else ""

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-STATES = ("OK", "WARNING", "CRITICAL", "UNKNOWN")
+from kolabmon import runtime
+
+STATES = runtime.STATE_NAMES
 STATE_TYPES = ("SOFT", "HARD")
 
 ACT, WAIT, REFUSE, NOTHING = "act", "wait", "refuse", "nothing"
