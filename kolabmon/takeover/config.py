@@ -49,9 +49,18 @@ def _get(table: dict, key: str, kind: type | tuple[type, ...], where: str, defau
             raise ConfigError(f"{where}: missing '{key}'")
         return default
     value = table[key]
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    # TOML's true is a Python int too: a flag where a number belongs is a typo, not 1
+    if not isinstance(value, kind) or (isinstance(value, bool) and bool not in kinds):
         names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
         raise ConfigError(f"{where}: '{key}' must be {names}, not {type(value).__name__}")
+    return value
+
+
+def _positive(table: dict, key: str, default: float) -> float:
+    value = float(_get(table, key, (int, float), "config", default))
+    if not value > 0:  # also refuses nan
+        raise ConfigError(f"config: '{key}' must be a positive number of seconds, not {value:g}")
     return value
 
 
@@ -147,8 +156,8 @@ def load(path: str | Path) -> Config:
         probes=probes, backend=str(backend), move=str(move),
         attribute=str(_get(data, "attribute", str, "config", "kolab-degraded")),
         fence=bool(_get(data, "fence", bool, "config", False)),
-        transition_timeout=float(_get(data, "transition_timeout", (int, float), "config", 120)),
-        probe_timeout=float(_get(data, "probe_timeout", (int, float), "config", 15)),
+        transition_timeout=_positive(data, "transition_timeout", 120),
+        probe_timeout=_positive(data, "probe_timeout", 15),
         lock=Path(str(_get(data, "lock", str, "config", str(state_dir / "takeover.lock")))),
         audit=Path(str(_get(data, "audit", str, "config", str(state_dir / "audit.jsonl")))),
         commands=commands)
