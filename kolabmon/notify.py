@@ -266,6 +266,8 @@ def send_mail(args: argparse.Namespace, subject: str, body: str, channel: Channe
     from email.message import EmailMessage
     from email.utils import formatdate, make_msgid
 
+    from kolabmon.clients import errors
+
     clock = channel.clock
     sender = args.sender or f"kolabmon@{_hostname()}"
     message = EmailMessage()
@@ -316,8 +318,8 @@ def send_mail(args: argparse.Namespace, subject: str, body: str, channel: Channe
                                   ) from None
     except smtplib.SMTPServerDisconnected as exc:
         # smtplib wraps a timed-out read too: the socket error underneath says which it was
-        cause = exc.__cause__ or exc.__context__
-        if isinstance(cause, OSError) and not isinstance(cause, smtplib.SMTPException):
+        cause = errors.underlying(exc, outside=("smtplib",))
+        if cause is not None:
             raise cause from None
         raise ConnectionResetError(str(exc)) from None
     except smtplib.SMTPException as exc:
@@ -383,29 +385,19 @@ def _host_of(url: str) -> str:
     return url.split("//", 1)[-1].split("/", 1)[0].rsplit("@", 1)[-1]
 
 
-def _root(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
-    """The first `kind` inside a wrapped exception (requests wraps urllib3 wraps the socket's)."""
-    seen: list[BaseException] = [exc]
-    while seen and len(seen) < 20:
-        current = seen.pop(0)
-        if isinstance(current, kind):
-            return current
-        for inner in (getattr(current, "reason", None), current.__cause__, current.__context__,
-                      *(a for a in current.args if isinstance(a, BaseException))):
-            if isinstance(inner, BaseException):
-                seen.append(inner)
-    return None
-
-
 def _ssl_reason(exc: Exception) -> BaseException:
     import ssl
 
-    return _root(exc, ssl.SSLError) or runtime.PluginError(f"TLS failed: {_one_line(str(exc))[:200]}")
+    from kolabmon.clients import errors
+
+    return errors.underlying(exc, ssl.SSLError) or runtime.PluginError(f"TLS failed: {_one_line(str(exc))[:200]}")
 
 
 def _connection_reason(exc: Exception) -> BaseException:
-    found = _root(exc, ConnectionError) or _root(exc, OSError)
-    if found is not None and not type(found).__module__.startswith(("urllib3", "requests")):
+    from kolabmon.clients import errors
+
+    found = errors.underlying(exc, ConnectionError) or errors.underlying(exc, OSError)
+    if found is not None and not errors.made_by(found, "urllib3", "requests"):
         return found
     return runtime.PluginError(f"cannot reach the webhook: {_one_line(str(exc))[:200]}")
 

@@ -170,20 +170,18 @@ def _cause(exc: BaseException, clock: runtime.Clock) -> BaseException:
 
     import requests
 
+    from kolabmon.clients import errors
+
     if isinstance(exc, requests.Timeout):
         return TimeoutError(str(exc))
     if isinstance(exc, requests.exceptions.InvalidURL | requests.exceptions.MissingSchema):
         return runtime.UsageError(f"invalid URL: {exc}")
-    seen: list[BaseException] = [exc]
-    for cause in seen:  # breadth first through causes, contexts, reasons and args
-        library = type(cause).__module__.split(".")[0] in ("requests", "urllib3")
-        if isinstance(cause, OSError) and not library:
-            return cause
-        if isinstance(cause, http.client.HTTPException):  # e.g. BadStatusLine: the bytes it got instead
-            got = ascii(_short(cause))
-            return runtime.PluginError(f"the server does not answer HTTP: got {got} (while {clock.step})")
-        more = [cause.__cause__, cause.__context__, getattr(cause, "reason", None), *cause.args]
-        seen.extend(m for m in more if isinstance(m, BaseException) and m not in seen)
+    cause = errors.underlying(exc, (OSError, http.client.HTTPException), outside=("requests", "urllib3"))
+    if isinstance(cause, http.client.HTTPException):  # e.g. BadStatusLine: the bytes it got instead
+        got = ascii(_short(cause))
+        return runtime.PluginError(f"the server does not answer HTTP: got {got} (while {clock.step})")
+    if cause is not None:
+        return cause
     return runtime.PluginError(f"HTTP failed while {clock.step}: {_short(exc)}")
 
 

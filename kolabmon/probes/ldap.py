@@ -88,11 +88,11 @@ class LdapSearch:
 
 def _cause(exc: BaseException, clock: runtime.Clock) -> BaseException:
     """ldap3 wraps socket and TLS errors; hand the original to the runtime to classify."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, OSError):
-            return seen
-        seen = seen.__cause__ or seen.__context__
+    from kolabmon.clients import errors
+
+    found = errors.underlying(exc)
+    if found is not None:
+        return found
     text = str(exc)
     if "timed out" in text or "timeout" in text:
         return TimeoutError(text)
