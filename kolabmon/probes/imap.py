@@ -36,6 +36,7 @@ class ImapLogin:
         import nagiosplugin
 
         from kolabmon import tls
+        from kolabmon.clients.imap import close, logout, text
 
         args, clock = self.args, self.clock
         ssl_context = tls.context(args.ca_file, args.insecure) if args.tls or args.starttls else None
@@ -76,34 +77,6 @@ def _cert_days(client: object) -> float:
     from kolabmon import tls
 
     return tls.days_left(client.socket())  # type: ignore[attr-defined]
-
-
-# IMAP helpers the round trip shares.
-
-
-def text(exc: Exception) -> str:
-    """An imaplib/imapclient error as the server said it (no b'...' wrapping), at most 200 chars."""
-    said = str(exc.args[0] if exc.args else exc)
-    if said.startswith(("b'", 'b"')):
-        said = said[2:-1]
-    return said[:200]
-
-
-def logout(client: object, clock: runtime.Clock, where: str = "") -> None:
-    """LOGOUT politely, briefly: the result is known, only the goodbye is left (clear of the watchdog)."""
-    try:
-        clock.enter(f"logging out{where}")
-        client.socket().settimeout(clock.for_goodbye())  # type: ignore[attr-defined]
-        client.logout()  # type: ignore[attr-defined]
-    except Exception:  # a slow or rude BYE is not the user's problem
-        pass
-
-
-def close(client: object) -> None:
-    try:
-        client.shutdown()  # type: ignore[attr-defined]
-    except Exception:  # already closed by logout
-        pass
 
 
 # --- evaluate ------------------------------------------------------------------------------
