@@ -356,50 +356,29 @@ def _hostname() -> str:
 def post_webhook(args: argparse.Namespace, document: dict[str, object], channel: Channel) -> None:
     import requests
 
+    from kolabmon.clients import http
+
     clock = channel.clock
     headers = {"User-Agent": f"kolabmon-notify/{runtime.__version__}"}
     if args.webhook_token:
         headers["Authorization"] = f"Bearer {args.webhook_token}"
     verify: bool | str = False if args.insecure else (args.ca_file or True)
+    host = http.host_of(args.webhook)
     with requests.Session() as session:
         session.trust_env = False  # no proxy, netrc or CA bundle from the environment
-        clock.enter(f"posting to {_host_of(args.webhook)}")
+        clock.enter(f"posting to {host}")
         left = clock.remaining()
         try:
             response = session.post(args.webhook, json=document, headers=headers, verify=verify,
                                     timeout=(left, left), allow_redirects=False)
-        except requests.exceptions.SSLError as exc:
-            raise _ssl_reason(exc) from None
-        except requests.exceptions.Timeout:
-            raise TimeoutError(f"deadline reached while {clock.step}") from None
-        except requests.exceptions.ConnectionError as exc:
-            raise _connection_reason(exc) from None
         except requests.exceptions.RequestException as exc:
-            raise runtime.PluginError(f"webhook request failed: {type(exc).__name__}") from None
+            if not isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
+                raise runtime.PluginError(f"webhook request failed: {type(exc).__name__}") from None
+            raise http.failure(exc, clock, ConnectionError) or runtime.PluginError(
+                f"cannot reach the webhook: {http.one_line(exc)}") from None
     if not 200 <= response.status_code < 300:
-        raise runtime.PluginError(f"webhook {_host_of(args.webhook)} answered {response.status_code} {response.reason}")
-    channel.text = f"webhook {_host_of(args.webhook)} {response.status_code}"
-
-
-def _host_of(url: str) -> str:
-    return url.split("//", 1)[-1].split("/", 1)[0].rsplit("@", 1)[-1]
-
-
-def _ssl_reason(exc: Exception) -> BaseException:
-    import ssl
-
-    from kolabmon.clients import errors
-
-    return errors.underlying(exc, ssl.SSLError) or runtime.PluginError(f"TLS failed: {_one_line(str(exc))[:200]}")
-
-
-def _connection_reason(exc: Exception) -> BaseException:
-    from kolabmon.clients import errors
-
-    found = errors.underlying(exc, ConnectionError) or errors.underlying(exc, OSError)
-    if found is not None and not errors.made_by(found, "urllib3", "requests"):
-        return found
-    return runtime.PluginError(f"cannot reach the webhook: {_one_line(str(exc))[:200]}")
+        raise runtime.PluginError(f"webhook {host} answered {response.status_code} {response.reason}")
+    channel.text = f"webhook {host} {response.status_code}"
 
 
 def deliver(args: argparse.Namespace, subject: str, body: str, document: dict[str, object],

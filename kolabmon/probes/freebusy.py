@@ -45,13 +45,11 @@ class FreeBusyFetch:
         import urllib3
 
         from kolabmon import ical, tls
+        from kolabmon.clients import http
 
         args, clock = self.args, self.clock
         https = args.url.lower().startswith("https:")
-        session = requests.Session()
-        session.trust_env = False  # no proxies, netrc or CA bundle from the environment
-        session.mount("http://", _adapter(None, clock))
-        session.mount("https://", _adapter(tls.context(args.ca_file, args.insecure), clock))
+        session = http.session(clock, tls.context(args.ca_file, args.insecure))
         verify = False if args.insecure else (args.ca_file or True)
         auth = (args.user, args.password) if args.user else None
         response = None
@@ -61,13 +59,14 @@ class FreeBusyFetch:
                 clock.enter("connecting")
                 response = session.get(args.url, auth=auth, verify=verify, allow_redirects=False, stream=True,
                                        timeout=clock.remaining(), headers={"Accept": "text/calendar"})
-                cert_days = _cert_days(response) if https else None
+                cert_days = http.cert_days(response) if https else None
                 _expect_ok(response, args)
                 clock.enter("reading the answer")
-                body = _read(response, clock)
+                body = http.read(response, clock, MAX_BODY, "a free/busy list")
                 elapsed = clock.since("connecting")
             except requests.RequestException as exc:
-                raise _cause(exc, clock) from None
+                raise http.failure(exc, clock) or runtime.PluginError(
+                    f"HTTP failed while {clock.step}: {http.short(exc)}") from None
             finally:
                 if response is not None:
                     response.close()
@@ -88,50 +87,6 @@ class FreeBusyFetch:
             yield nagiosplugin.Metric("cert_days", cert_days, context="cert_days")
 
 
-def _adapter(ssl_context: object, clock: runtime.Clock) -> requests.adapters.HTTPAdapter:
-    """requests' adapter on kolabmon's TLS context, naming the step once the connection is up."""
-    from requests.adapters import HTTPAdapter
-    from urllib3.connection import HTTPConnection, HTTPSConnection
-    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-
-    def connected() -> None:
-        try:
-            clock.enter("waiting for the answer")  # a hang from here on is the server's, not the network's
-        except TimeoutError:
-            pass  # the request's own timeout reports it
-
-    class Plain(HTTPConnection):
-        def connect(self) -> None:
-            super().connect()
-            connected()
-
-    class Tls(HTTPSConnection):
-        def connect(self) -> None:
-            super().connect()
-            connected()
-
-    pools = {"http": type("PlainPool", (HTTPConnectionPool,), {"ConnectionCls": Plain}),
-             "https": type("TlsPool", (HTTPSConnectionPool,), {"ConnectionCls": Tls})}
-
-    class Adapter(HTTPAdapter):
-        def init_poolmanager(self, connections: int, maxsize: int, block: bool = False,
-                             **pool_kwargs: object) -> None:
-            if ssl_context is not None:
-                pool_kwargs["ssl_context"] = ssl_context
-            super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
-            self.poolmanager.pool_classes_by_scheme = pools
-
-    return Adapter()
-
-
-def _cert_days(response: requests.Response) -> float | None:
-    from kolabmon import tls
-
-    connection = getattr(response.raw, "connection", None)
-    sock = getattr(connection, "sock", None)
-    return tls.days_left(sock) if sock is not None else None
-
-
 def _expect_ok(response: requests.Response, args: argparse.Namespace) -> None:
     """Anything but 200 is CRITICAL, in words that say where to look."""
     code = response.status_code
@@ -149,43 +104,6 @@ def _expect_ok(response: requests.Response, args: argparse.Namespace) -> None:
     if code >= 500:
         raise runtime.PluginError(f"{what}: the web server failed to serve {response.url}")
     raise runtime.PluginError(f"{what} for {response.url}")
-
-
-def _read(response: requests.Response, clock: runtime.Clock) -> bytes:
-    chunks, size = [], 0
-    for chunk in response.iter_content(65536):
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise runtime.PluginError(f"the answer is larger than {MAX_BODY} bytes: not a free/busy list")
-        chunks.append(chunk)
-        clock.remaining()  # a server trickling bytes still hits the deadline
-    return b"".join(chunks)
-
-
-def _cause(exc: BaseException, clock: runtime.Clock) -> BaseException:
-    """requests wraps urllib3 wraps the socket error: hand the original to the runtime."""
-    import http.client
-
-    import requests
-
-    from kolabmon.clients import errors
-
-    if isinstance(exc, requests.Timeout):
-        return TimeoutError(str(exc))
-    if isinstance(exc, requests.exceptions.InvalidURL | requests.exceptions.MissingSchema):
-        return runtime.UsageError(f"invalid URL: {exc}")
-    cause = errors.underlying(exc, (OSError, http.client.HTTPException), outside=("requests", "urllib3"))
-    if isinstance(cause, http.client.HTTPException):  # e.g. BadStatusLine: the bytes it got instead
-        got = ascii(_short(cause))
-        return runtime.PluginError(f"the server does not answer HTTP: got {got} (while {clock.step})")
-    if cause is not None:
-        return cause
-    return runtime.PluginError(f"HTTP failed while {clock.step}: {_short(exc)}")
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc.args[0] if exc.args else exc) or type(exc).__name__
-    return text[:80]
 
 
 # --- evaluate ------------------------------------------------------------------------------
