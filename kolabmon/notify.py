@@ -22,6 +22,12 @@ from collections.abc import Sequence
 
 from kolabmon import runtime
 
+TYPE_CHECKING = False  # no typing import at start-up (see runtime)
+if TYPE_CHECKING:
+    import ssl
+
+    from kolabmon.clients.smtp import SmtpSession
+
 SERVICE = "NOTIFY"
 PROG = "kolabmon-notify"
 OK, CRITICAL = runtime.OK, runtime.CRITICAL
@@ -262,11 +268,10 @@ class Channel:
 
 
 def send_mail(args: argparse.Namespace, subject: str, body: str, channel: Channel) -> None:
-    import smtplib
     from email.message import EmailMessage
     from email.utils import formatdate, make_msgid
 
-    from kolabmon.clients import errors
+    from kolabmon.clients import smtp
 
     clock = channel.clock
     sender = args.sender or f"kolabmon@{_hostname()}"
@@ -286,65 +291,66 @@ def send_mail(args: argparse.Namespace, subject: str, body: str, channel: Channe
         from kolabmon import tls
 
         context = tls.context(args.ca_file, args.insecure)
+    session = _mail_session(clock, context, args, where)
     try:
-        clock.enter(f"connecting to {where}")
-        if args.tls:
-            client: smtplib.SMTP = smtplib.SMTP_SSL(args.smtp_host, args.smtp_port, local_hostname=_hostname(),
-                                                   timeout=clock.remaining(), context=context)
-        else:
-            client = smtplib.SMTP(args.smtp_host, args.smtp_port, local_hostname=_hostname(),
-                                  timeout=clock.remaining())
-        try:
-            if args.starttls:
-                clock.enter(f"starting TLS with {where}")
-                client.starttls(context=context)
-            if args.user:
-                clock.enter(f"logging in to {where}")
-                client.login(args.user, args.password)
-            clock.enter(f"sending to {where}")
-            refused = client.send_message(message, sender, args.to)
-        finally:
-            _quit(client)
-    except smtplib.SMTPAuthenticationError as exc:
-        raise runtime.PluginError(f"login failed for {args.user} at {where}: {_reply(exc.smtp_code, exc.smtp_error)}"
-                                  ) from None
-    except smtplib.SMTPNotSupportedError as exc:
-        raise runtime.PluginError(f"{where} does not support it: {exc} (while {clock.step})") from None
-    except smtplib.SMTPRecipientsRefused as exc:
-        refused_all = ", ".join(f"{rcpt} ({_reply(*reply)})" for rcpt, reply in exc.recipients.items())
-        raise runtime.PluginError(f"{where} refused every recipient: {refused_all}") from None
-    except smtplib.SMTPResponseException as exc:
-        raise runtime.PluginError(f"{where} said {_reply(exc.smtp_code, exc.smtp_error)} (while {clock.step})"
-                                  ) from None
-    except smtplib.SMTPServerDisconnected as exc:
-        # smtplib wraps a timed-out read too: the socket error underneath says which it was
-        cause = errors.underlying(exc, outside=("smtplib",))
-        if cause is not None:
-            raise cause from None
-        raise ConnectionResetError(str(exc)) from None
-    except smtplib.SMTPException as exc:
-        raise runtime.PluginError(f"SMTP error with {where}: {exc} (while {clock.step})") from None
-    if refused:
-        refused_some = ", ".join(f"{rcpt} ({_reply(*reply)})" for rcpt, reply in refused.items())
-        raise runtime.PluginError(f"{where} refused {refused_some}; the others got it")
+        session.open(args.smtp_host, args.smtp_port)
+        if args.starttls:
+            _require(session, "starttls", where)
+            session.starttls()
+        if args.user:
+            _require(session, "auth", where)
+            session.login(args.user, args.password)
+        session.send(sender, args.to, message.as_bytes())
+    except runtime.PluginError as exc:
+        failure = exc
+        if isinstance(exc, smtp.Refused) and exc.what.startswith("AUTH "):
+            failure = runtime.PluginError(f"login failed for {args.user} at {where}: {exc.reply}")
+        elif isinstance(exc, smtp.Refused) and exc.what.startswith("RCPT TO:"):
+            failure = runtime.PluginError(f"{where} refused every recipient: {_listed(session.refused)}")
+        elif isinstance(exc, smtp.Refused):
+            failure = runtime.PluginError(f"{where} said {exc.reply} (while {clock.step})")
+        session.quit()  # the server is fine to talk to; only its answer was wrong
+        raise failure from None
+    else:
+        session.quit()
+    finally:
+        session.close()  # a socket error is the runtime's to classify, with the step it happened in
+    if session.refused:
+        raise runtime.PluginError(f"{where} refused {_listed(session.refused)}; the others got it")
     channel.text = f"mailed {', '.join(args.to)} via {where}"
 
 
-def _reply(code: object, message: object) -> str:
-    """An SMTP reply as one short line: `535 5.7.8 Error: authentication failed`."""
-    if isinstance(message, bytes):
-        message = message.decode("utf-8", "replace")
-    return _one_line(f"{code} {message}")[:200]
+def _listed(refused: dict[str, str]) -> str:
+    return ", ".join(f"{recipient} ({reply})" for recipient, reply in refused.items())
 
 
-def _quit(client: object) -> None:
-    try:
-        client.quit()  # type: ignore[attr-defined]
-    except Exception:  # the mail is handed over (or not) already; a rude goodbye changes nothing
-        try:
-            client.close()  # type: ignore[attr-defined]
-        except Exception:
-            pass
+def _mail_session(clock: runtime.Clock, context: ssl.SSLContext | None, args: argparse.Namespace,
+                  where: str) -> SmtpSession:
+    """The SMTP client, its steps named as kolabmon-notify names them: by what the mail needs done."""
+    from kolabmon.clients import smtp
+
+    class Session(smtp.SmtpSession):
+        def named(self, what: str) -> str:
+            if what.startswith("saying EHLO"):  # part of the command that needs it
+                what = ("starting TLS" if args.starttls and not self.upgraded
+                        else "authenticating" if args.user else "sending")
+            for start, name in (("connecting", "connecting to"), ("reading", "connecting to"),
+                                ("starting", "starting TLS with"), ("authenticating", "logging in to"),
+                                ("sending", "sending to")):
+                if what.startswith(start):
+                    return f"{name} {where}"
+            return what
+
+    return Session(clock, context, args.tls, _hostname())
+
+
+def _require(session: SmtpSession, extension: str, where: str) -> None:
+    """A missing STARTTLS or AUTH, in the words kolabmon-notify has always used."""
+    if extension not in session.features:
+        session.step("starting TLS" if extension == "starttls" else "authenticating")
+        name = "STARTTLS" if extension == "starttls" else "SMTP AUTH"
+        raise runtime.PluginError(f"{where} does not support it: {name} extension not supported by server. "
+                                  f"(while {session.clock.step})")
 
 
 def _hostname() -> str:

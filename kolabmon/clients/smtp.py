@@ -1,7 +1,7 @@
 """SMTP client: one conversation (connect plain, STARTTLS or implicit TLS, EHLO, AUTH, send, QUIT),
 every step named on the clock and bounded by its deadline, smtplib's errors as one message.
 
-The SMTP probe and the round trip talk SMTP through `SmtpSession`.
+The SMTP probe, the round trip and kolabmon-notify talk SMTP through `SmtpSession`.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ class SmtpSession:
         self.features_before_tls: dict[str, str] = {}
         self.features: dict[str, str] = {}
         self.mechanism: str | None = None
+        self.refused: dict[str, str] = {}  # recipients refused by `send`, with the server's reply
         self.heard: Heard | None = None
 
     @property
@@ -104,14 +105,20 @@ class SmtpSession:
             if "starttls" not in self.features:
                 raise runtime.PluginError(f"server does not offer STARTTLS (EHLO {self.phase} advertises "
                                           f"{self.keywords() or 'nothing'})")
-            self.step("starting TLS")
-            try:
-                with translated(self.clock, smtplib.SMTPResponseException):
-                    self.smtp.starttls(context=self.context)  # type: ignore[union-attr]
-            except smtplib.SMTPResponseException as exc:
-                raise Refused("STARTTLS", reply(exc.smtp_code, exc.smtp_error)) from None
-            self.upgraded = True
-            self.hello(" after STARTTLS")
+            self.starttls()
+
+    def starttls(self) -> None:
+        """STARTTLS on the plain connection, then EHLO again (the extensions may change)."""
+        import smtplib
+
+        self.step("starting TLS")
+        try:
+            with translated(self.clock, smtplib.SMTPResponseException):
+                self.smtp.starttls(context=self.context)  # type: ignore[union-attr]
+        except smtplib.SMTPResponseException as exc:
+            raise Refused("STARTTLS", reply(exc.smtp_code, exc.smtp_error)) from None
+        self.upgraded = True
+        self.hello(" after STARTTLS")
 
     def hello(self, when: str = "") -> None:
         """EHLO (HELO if the server knows no ESMTP); keeps the advertised extensions."""
@@ -170,17 +177,28 @@ class SmtpSession:
             raise Refused(f"AUTH {chosen} as {user}", reply(exc.smtp_code, exc.smtp_error)) from None
         self.mechanism = chosen
 
-    def send(self, sender: str, recipient: str, message: bytes) -> str:
-        """MAIL FROM, RCPT TO, DATA; returns the server's acceptance (e.g. `queued as 4Xyz`)."""
+    def send(self, sender: str, recipients: str | Sequence[str], message: bytes) -> str:
+        """MAIL FROM, RCPT TO, DATA; returns the server's acceptance (e.g. `queued as 4Xyz`).
+
+        Recipients the server refuses are kept in `refused` (address: reply); if it refuses every
+        one, `Refused` names the last.
+        """
         smtp = self.smtp
         assert smtp is not None
-        for what, command in ((f"MAIL FROM:<{sender}>", lambda: smtp.mail(sender)),
-                              (f"RCPT TO:<{recipient}>", lambda: smtp.rcpt(recipient))):
-            self.step(f"sending {what}")
+        recipients = [recipients] if isinstance(recipients, str) else list(recipients)
+        self.step(f"sending MAIL FROM:<{sender}>")
+        with translated(self.clock):
+            code, answer = smtp.mail(sender)
+        if code not in (250, 251):
+            raise Refused(f"MAIL FROM:<{sender}>", reply(code, answer))
+        for recipient in recipients:
+            self.step(f"sending RCPT TO:<{recipient}>")
             with translated(self.clock):
-                code, answer = command()
+                code, answer = smtp.rcpt(recipient)
             if code not in (250, 251):
-                raise Refused(what, reply(code, answer))
+                self.refused[recipient] = reply(code, answer)
+        if len(self.refused) == len(recipients):
+            raise Refused(f"RCPT TO:<{recipients[-1]}>", self.refused[recipients[-1]])
         import smtplib
 
         self.step("sending the message (DATA)")

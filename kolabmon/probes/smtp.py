@@ -3,7 +3,7 @@
 `SMTP OK - 220 lab.example.org ESMTP Postfix, STARTTLS, AUTH PLAIN as user1@example.org, certificate
 valid 3650 more days, 0.010 s | cert_days=3650.0;30:;7: time=0.010418s;;;0`
 
-The conversation itself (`clients.smtp.SmtpSession`) is shared with the round trip.
+The conversation itself (`clients.smtp.SmtpSession`) is shared with the round trip and kolabmon-notify.
 """
 
 from __future__ import annotations
