@@ -126,10 +126,7 @@ def present(args: argparse.Namespace) -> object:
         busy = results["busy"].metric.value
         parts = [f"{args.user_match} free/busy {busy} busy period{'' if busy == 1 else 's'}",
                  f"updated {ago(results['age'].metric.value)} ago"]
-        if "cert_days" in results:
-            parts.append(f"certificate valid {results['cert_days'].metric.value:.0f} more days")
-        parts.append(f"{results['time'].metric.value:.3f} s")
-        return ", ".join(parts)
+        return runtime.line_end(parts, results)
     return line
 
 

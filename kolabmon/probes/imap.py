@@ -96,10 +96,7 @@ def present(args: argparse.Namespace) -> object:
         parts = [f"{args.user} logged in" if args.user else f"{args.hostname} answered"]
         if "messages" in results:
             parts.append(f"{args.folder} {results['messages'].metric.value} messages")
-        if "cert_days" in results:
-            parts.append(f"certificate valid {results['cert_days'].metric.value:.0f} more days")
-        parts.append(f"{results['time'].metric.value:.3f} s")
-        return ", ".join(parts)
+        return runtime.line_end(parts, results)
     return line
 
 

@@ -134,10 +134,7 @@ def present(args: argparse.Namespace) -> object:
         count = results["entries"].metric.value
         noun = "entry" if count == 1 else "entries"
         parts = [who, f"{count} {noun} for {args.filter} under {args.base or 'the root DSE'}"]
-        if "cert_days" in results:
-            parts.append(f"certificate valid {results['cert_days'].metric.value:.0f} more days")
-        parts.append(f"{results['time'].metric.value:.3f} s")
-        return ", ".join(parts)
+        return runtime.line_end(parts, results)
     return line
 
 

@@ -88,10 +88,7 @@ def present(args: argparse.Namespace, check: SmtpCheck) -> Callable[[nagiosplugi
             parts.append(f"offers {'/'.join(args.expect_ext)}")
         if session.mechanism:
             parts.append(f"AUTH {session.mechanism} as {args.user}")
-        if "cert_days" in results:
-            parts.append(f"certificate valid {results['cert_days'].metric.value:.0f} more days")
-        parts.append(f"{results['time'].metric.value:.3f} s")
-        return ", ".join(parts)
+        return runtime.line_end(parts, results)
     return line
 
 
