@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from kolabmon import notify
+from kolabmon.notify import message
 from lab import servers
 from tests.fakes.faults import Silent
 from tests.fakes.webhook import WebhookReceiver
@@ -267,49 +268,49 @@ def event(*argv: str) -> notify.Event:
 
 
 def test_audit_log_missing_unreadable_or_garbled(tmp_path: Path) -> None:
-    assert notify.read_audit(str(tmp_path / "none")).line().startswith("none recorded")
-    assert notify.read_audit(str(tmp_path)).line().startswith("unknown (cannot read")
+    assert message.read_audit(str(tmp_path / "none")).line().startswith("none recorded")
+    assert message.read_audit(str(tmp_path)).line().startswith("unknown (cannot read")
     log = tmp_path / "audit.jsonl"
     log.write_text("not json\n" + json.dumps(move(time.time())) + "\n{\"half\": \n[1, 2]\n")
-    assert "moved kolab node1 -> node2" in notify.read_audit(str(log)).line()
+    assert "moved kolab node1 -> node2" in message.read_audit(str(log)).line()
 
 
 def test_next_step_after_a_move_a_recover_a_failure_and_a_refusal(tmp_path: Path) -> None:
     now = time.time()
     problem = event(*PROBLEM)
     recovery = event("--type", "RECOVERY", "--host", "kolab-cluster", "--service", "imap", "--state", "OK")
-    moved = notify.read_audit(str(write_audit(tmp_path / "a", move(now - 60))))
-    assert "then run: kolabmon-takeover recover node1" in notify.next_step(problem, moved, "node2")
-    assert "kolabmon-takeover recover node1" in notify.next_step(recovery, moved, "node2")
-    recovered = notify.read_audit(str(write_audit(tmp_path / "b", move(now - 60), {
+    moved = message.read_audit(str(write_audit(tmp_path / "a", move(now - 60))))
+    assert "then run: kolabmon-takeover recover node1" in message.next_step(problem, moved, "node2")
+    assert "kolabmon-takeover recover node1" in message.next_step(recovery, moved, "node2")
+    recovered = message.read_audit(str(write_audit(tmp_path / "b", move(now - 60), {
         "epoch": now - 30, "command": "recover", "node": "node1", "result": "recovered", "dry_run": False})))
-    assert notify.next_step(recovery, recovered, "node2") == "Nothing to do."
-    failed = notify.read_audit(str(write_audit(tmp_path / "c", move(now - 60, moved=False))))
-    assert "takeover failed or left the cluster blocked" in notify.next_step(problem, failed, "node1")
-    refused = notify.read_audit(str(write_audit(tmp_path / "d", {
+    assert message.next_step(recovery, recovered, "node2") == "Nothing to do."
+    failed = message.read_audit(str(write_audit(tmp_path / "c", move(now - 60, moved=False))))
+    assert "takeover failed or left the cluster blocked" in message.next_step(problem, failed, "node1")
+    refused = message.read_audit(str(write_audit(tmp_path / "d", {
         "epoch": now - 10, "event": {}, "decision": "refuse", "reason": "node2 is offline", "dry_run": False})))
-    assert notify.next_step(problem, refused, "node1") == ("kolabmon did not move (node2 is offline): "
+    assert message.next_step(problem, refused, "node1") == ("kolabmon did not move (node2 is offline): "
                                                            "check imap on node1 by hand.")
     soft = {"epoch": now - 5, "event": {"state_type": "SOFT"}, "decision": "wait", "reason": "SOFT 2/3",
             "dry_run": False}
-    waited = notify.read_audit(str(write_audit(tmp_path / "g", soft, {**soft, "event": {"state_type": "HARD"},
+    waited = message.read_audit(str(write_audit(tmp_path / "g", soft, {**soft, "event": {"state_type": "HARD"},
                                                                        "decision": "nothing", "reason": "OK"})))
     assert waited.latest is None  # waiting out a SOFT state, or nothing to do on OK: no decision to report
-    assert notify.next_step(problem, waited, "node1") == "Check imap on node1."
+    assert message.next_step(problem, waited, "node1") == "Check imap on node1."
     failover = event(*PROBLEM, "--failover", "1")
-    assert notify.next_step(failover, waited, "node1").startswith("kolabmon-takeover is deciding on this HARD")
-    old = notify.read_audit(str(write_audit(tmp_path / "e", move(now - 7200))))
-    assert notify.next_step(problem, old, "node2") == "Check imap on node2."
-    dry = notify.read_audit(str(write_audit(tmp_path / "f", move(now - 60, dry_run=True))))
+    assert message.next_step(failover, waited, "node1").startswith("kolabmon-takeover is deciding on this HARD")
+    old = message.read_audit(str(write_audit(tmp_path / "e", move(now - 7200))))
+    assert message.next_step(problem, old, "node2") == "Check imap on node2."
+    dry = message.read_audit(str(write_audit(tmp_path / "f", move(now - 60, dry_run=True))))
     assert dry.line() == "none recorded"
 
 
 def test_next_step_for_flapping_acknowledgement_and_unknown() -> None:
-    nothing = notify.Takeover(None, None, set())
+    nothing = message.Takeover(None, None, set())
     flapping = event("--type", "FLAPPINGSTART", "--host", "kolab-cluster", "--service", "smtp", "--state", "CRITICAL")
-    assert "will not move the group while it flaps" in notify.next_step(flapping, nothing, "node1")
+    assert "will not move the group while it flaps" in message.next_step(flapping, nothing, "node1")
     ack = event(*PROBLEM[:-2], "--state", "CRITICAL", "--type", "ACKNOWLEDGEMENT", "--author", "anna",
                 "--comment", "rebooting node1")
-    assert notify.next_step(ack, nothing, "node1") == "anna is on it (rebooting node1); nothing else to do."
+    assert message.next_step(ack, nothing, "node1") == "anna is on it (rebooting node1); nothing else to do."
     unknown = event("--type", "PROBLEM", "--host", "node1", "--service", "heartbeat", "--state", "UNKNOWN")
-    assert notify.next_step(unknown, nothing, "").startswith("The check itself failed")
+    assert message.next_step(unknown, nothing, "").startswith("The check itself failed")

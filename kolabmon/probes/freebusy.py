@@ -2,22 +2,20 @@
 
 `FREEBUSY OK - user1@example.org free/busy 1 busy period, updated 35 s ago, 0.004 s | time=...`
 
-Beyond the status code the answer must be an iCalendar (RFC 5545, read by the small parser
-below: no extra dependency) holding a VFREEBUSY whose ORGANIZER or ATTENDEE is the expected
+Beyond the status code the answer must be an iCalendar (RFC 5545, read by `kolabmon.ical`: no
+extra dependency) holding a VFREEBUSY whose ORGANIZER or ATTENDEE is the expected
 user, with DTSTART and DTEND, and a DTSTAMP no older than --max-age.
 """
 
 from __future__ import annotations
 
 import argparse
-import re
 from collections.abc import Iterator, Sequence
 
 from kolabmon import runtime
 
 TYPE_CHECKING = False  # no typing import at start-up (see runtime)
 if TYPE_CHECKING:
-    import datetime
 
     import nagiosplugin
     import requests
@@ -46,14 +44,12 @@ class FreeBusyFetch:
         import requests
         import urllib3
 
-        from kolabmon import tls
+        from kolabmon import ical, tls
+        from kolabmon.clients import http
 
         args, clock = self.args, self.clock
         https = args.url.lower().startswith("https:")
-        session = requests.Session()
-        session.trust_env = False  # no proxies, netrc or CA bundle from the environment
-        session.mount("http://", _adapter(None, clock))
-        session.mount("https://", _adapter(tls.context(args.ca_file, args.insecure), clock))
+        session = http.session(clock, tls.context(args.ca_file, args.insecure))
         verify = False if args.insecure else (args.ca_file or True)
         auth = (args.user, args.password) if args.user else None
         response = None
@@ -63,13 +59,14 @@ class FreeBusyFetch:
                 clock.enter("connecting")
                 response = session.get(args.url, auth=auth, verify=verify, allow_redirects=False, stream=True,
                                        timeout=clock.remaining(), headers={"Accept": "text/calendar"})
-                cert_days = _cert_days(response) if https else None
+                cert_days = http.cert_days(response) if https else None
                 _expect_ok(response, args)
                 clock.enter("reading the answer")
-                body = _read(response, clock)
+                body = http.read(response, clock, MAX_BODY, "a free/busy list")
                 elapsed = clock.since("connecting")
             except requests.RequestException as exc:
-                raise _cause(exc, clock) from None
+                raise http.failure(exc, clock) or runtime.PluginError(
+                    f"HTTP failed while {clock.step}: {http.short(exc)}") from None
             finally:
                 if response is not None:
                     response.close()
@@ -77,10 +74,10 @@ class FreeBusyFetch:
         clock.enter("checking the free/busy list")
         kind = response.headers.get("Content-Type", "no Content-Type").split(";")[0]
         try:
-            calendars = parse_calendar(body.decode("utf-8", "replace"))
+            calendars = ical.parse_calendar(body.decode("utf-8", "replace"))
         except ValueError as exc:
             raise runtime.PluginError(f"the answer is not an iCalendar ({kind}): {exc}") from None
-        busy, stamp = freebusy_of(calendars, args.user_match)
+        busy, stamp = ical.freebusy_of(calendars, args.user_match)
         age = max((dt.datetime.now(dt.UTC) - stamp).total_seconds(), 0.0)  # a DTSTAMP a little ahead is skew
         yield nagiosplugin.Metric("time", round(elapsed, 6), "s", min=0)
         yield nagiosplugin.Metric("age", round(age), "s", min=0, context="age")
@@ -88,50 +85,6 @@ class FreeBusyFetch:
         yield nagiosplugin.Metric("busy", busy, min=0, context="busy")
         if cert_days is not None:
             yield nagiosplugin.Metric("cert_days", cert_days, context="cert_days")
-
-
-def _adapter(ssl_context: object, clock: runtime.Clock) -> requests.adapters.HTTPAdapter:
-    """requests' adapter on kolabmon's TLS context, naming the step once the connection is up."""
-    from requests.adapters import HTTPAdapter
-    from urllib3.connection import HTTPConnection, HTTPSConnection
-    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-
-    def connected() -> None:
-        try:
-            clock.enter("waiting for the answer")  # a hang from here on is the server's, not the network's
-        except TimeoutError:
-            pass  # the request's own timeout reports it
-
-    class Plain(HTTPConnection):
-        def connect(self) -> None:
-            super().connect()
-            connected()
-
-    class Tls(HTTPSConnection):
-        def connect(self) -> None:
-            super().connect()
-            connected()
-
-    pools = {"http": type("PlainPool", (HTTPConnectionPool,), {"ConnectionCls": Plain}),
-             "https": type("TlsPool", (HTTPSConnectionPool,), {"ConnectionCls": Tls})}
-
-    class Adapter(HTTPAdapter):
-        def init_poolmanager(self, connections: int, maxsize: int, block: bool = False,
-                             **pool_kwargs: object) -> None:
-            if ssl_context is not None:
-                pool_kwargs["ssl_context"] = ssl_context
-            super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
-            self.poolmanager.pool_classes_by_scheme = pools
-
-    return Adapter()
-
-
-def _cert_days(response: requests.Response) -> float | None:
-    from kolabmon import tls
-
-    connection = getattr(response.raw, "connection", None)
-    sock = getattr(connection, "sock", None)
-    return tls.days_left(sock) if sock is not None else None
 
 
 def _expect_ok(response: requests.Response, args: argparse.Namespace) -> None:
@@ -151,212 +104,6 @@ def _expect_ok(response: requests.Response, args: argparse.Namespace) -> None:
     if code >= 500:
         raise runtime.PluginError(f"{what}: the web server failed to serve {response.url}")
     raise runtime.PluginError(f"{what} for {response.url}")
-
-
-def _read(response: requests.Response, clock: runtime.Clock) -> bytes:
-    chunks, size = [], 0
-    for chunk in response.iter_content(65536):
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise runtime.PluginError(f"the answer is larger than {MAX_BODY} bytes: not a free/busy list")
-        chunks.append(chunk)
-        clock.remaining()  # a server trickling bytes still hits the deadline
-    return b"".join(chunks)
-
-
-def _cause(exc: BaseException, clock: runtime.Clock) -> BaseException:
-    """requests wraps urllib3 wraps the socket error: hand the original to the runtime."""
-    import http.client
-
-    import requests
-
-    if isinstance(exc, requests.Timeout):
-        return TimeoutError(str(exc))
-    if isinstance(exc, requests.exceptions.InvalidURL | requests.exceptions.MissingSchema):
-        return runtime.UsageError(f"invalid URL: {exc}")
-    seen: list[BaseException] = [exc]
-    for cause in seen:  # breadth first through causes, contexts, reasons and args
-        library = type(cause).__module__.split(".")[0] in ("requests", "urllib3")
-        if isinstance(cause, OSError) and not library:
-            return cause
-        if isinstance(cause, http.client.HTTPException):  # e.g. BadStatusLine: the bytes it got instead
-            got = ascii(_short(cause))
-            return runtime.PluginError(f"the server does not answer HTTP: got {got} (while {clock.step})")
-        more = [cause.__cause__, cause.__context__, getattr(cause, "reason", None), *cause.args]
-        seen.extend(m for m in more if isinstance(m, BaseException) and m not in seen)
-    return runtime.PluginError(f"HTTP failed while {clock.step}: {_short(exc)}")
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc.args[0] if exc.args else exc) or type(exc).__name__
-    return text[:80]
-
-
-# --- the iCalendar reader (RFC 5545): just enough to trust a VFREEBUSY ---------------------
-
-
-class Component:
-    """One BEGIN:NAME ... END:NAME block: its properties in order and its sub-components."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.properties: list[tuple[str, dict[str, str], str]] = []
-        self.components: list[Component] = []
-
-    def values(self, name: str) -> list[tuple[dict[str, str], str]]:
-        return [(params, value) for prop, params, value in self.properties if prop == name]
-
-    def first(self, name: str) -> tuple[dict[str, str], str] | None:
-        found = self.values(name)
-        return found[0] if found else None
-
-
-_NAME = re.compile(r"[A-Za-z0-9-]+")
-_PARAM_VALUE = re.compile(r'"[^"]*"|[^";:,]*(?:,(?:"[^"]*"|[^";:,]*))*')  # also matches the empty value
-
-
-def unfold(text: str) -> list[str]:
-    """Content lines: CRLF (or bare LF) breaks, a leading space or tab continues the line before."""
-    lines: list[str] = []
-    for raw in text.replace("\r\n", "\n").split("\n"):
-        if raw[:1] in (" ", "\t") and lines:
-            lines[-1] += raw[1:]
-        else:
-            lines.append(raw)
-    while lines and not lines[-1]:
-        lines.pop()
-    return lines
-
-
-def content_line(line: str) -> tuple[str, dict[str, str], str]:
-    """`NAME;PARAM=a;PARAM="b:c":value` → (NAME, {PARAM: ...}, value); ValueError if it is none."""
-    match = _NAME.match(line)
-    if not match or len(line) == match.end() or line[match.end()] not in ";:":
-        raise ValueError(f"not a content line: {line[:40]!r}")
-    name, position = match[0].upper(), match.end()
-    params: dict[str, str] = {}
-    while line[position] == ";":
-        param = _NAME.match(line, position + 1)
-        if not param or line[param.end():param.end() + 1] != "=":
-            raise ValueError(f"bad parameter in {line[:40]!r}")
-        position = param.end() + 1
-        value = _PARAM_VALUE.match(line, position)
-        assert value is not None
-        params[param[0].upper()] = value[0].strip('"')
-        position = value.end()
-        if position >= len(line):
-            raise ValueError(f"no value in {line[:40]!r}")
-    return name, params, line[position + 1:]
-
-
-def parse_calendar(text: str) -> list[Component]:
-    """The VCALENDAR objects of an iCalendar stream; ValueError says what is wrong."""
-    lines = unfold(text)
-    if not lines or lines[0].strip().upper() != "BEGIN:VCALENDAR":
-        start = lines[0].strip()[:40] if lines else ""
-        raise ValueError(f"it starts with {start!r}, not BEGIN:VCALENDAR" if start else "the answer is empty")
-    calendars: list[Component] = []
-    stack: list[Component] = []
-    for number, line in enumerate(lines, 1):
-        try:
-            name, params, value = content_line(line)
-        except ValueError as exc:
-            raise ValueError(f"line {number}: {exc}") from None
-        if name == "BEGIN":
-            component = Component(value.strip().upper())
-            if stack:
-                stack[-1].components.append(component)
-            elif component.name != "VCALENDAR":
-                raise ValueError(f"line {number}: BEGIN:{component.name} outside a VCALENDAR")
-            else:
-                calendars.append(component)
-            stack.append(component)
-        elif name == "END":
-            if not stack or stack[-1].name != value.strip().upper():
-                open_ = f"BEGIN:{stack[-1].name}" if stack else "nothing"
-                raise ValueError(f"line {number}: END:{value.strip()} closes {open_}")
-            stack.pop()
-        elif stack:
-            stack[-1].properties.append((name, params, value))
-        else:
-            raise ValueError(f"line {number}: {name} outside a VCALENDAR")
-    if stack:
-        raise ValueError(f"BEGIN:{stack[-1].name} is never closed (END:VCALENDAR missing)")
-    return calendars
-
-
-def parse_time(value: str, params: dict[str, str]) -> datetime.datetime:
-    """DATE-TIME (UTC `…Z`, with TZID, or floating = this machine's time) or DATE (midnight UTC)."""
-    import datetime as dt
-
-    match = re.fullmatch(r"(\d{4})(\d\d)(\d\d)(?:T(\d\d)(\d\d)(\d\d)(Z?))?", value.strip())
-    if not match:
-        raise ValueError(f"{value.strip()[:30]!r} is not a date-time")
-    year, month, day, hour, minute, second = (int(part or 0) for part in match.groups()[:6])
-    try:
-        when = dt.datetime(year, month, day, hour, minute, min(second, 59))  # 60: a leap second
-    except ValueError:
-        raise ValueError(f"{value.strip()!r} is not a date-time") from None
-    if match[7] or match[4] is None:
-        return when.replace(tzinfo=dt.UTC)
-    if "TZID" in params:
-        import zoneinfo
-
-        try:
-            return when.replace(tzinfo=zoneinfo.ZoneInfo(params["TZID"]))
-        except (ValueError, zoneinfo.ZoneInfoNotFoundError):
-            raise ValueError(f"unknown TZID {params['TZID'][:40]!r}") from None
-    return when.astimezone()
-
-
-def addresses(component: Component) -> list[str]:
-    """The ORGANIZER and ATTENDEE addresses, `mailto:` stripped, lower case."""
-    found = []
-    for name in ("ORGANIZER", "ATTENDEE"):
-        for _, value in component.values(name):
-            value = value.strip()
-            found.append((value[7:] if value.lower().startswith("mailto:") else value).lower())
-    return found
-
-
-def freebusy_of(calendars: list[Component], user: str) -> tuple[int, datetime.datetime]:
-    """The user's VFREEBUSY: (busy periods, DTSTAMP); PluginError says what is missing or wrong."""
-    lists = [c for calendar in calendars for c in calendar.components if c.name == "VFREEBUSY"]
-    if not lists:
-        raise runtime.PluginError("the iCalendar holds no VFREEBUSY")
-    mine = [c for c in lists if user.lower() in addresses(c)]
-    if not mine:
-        others = sorted({a for c in lists for a in addresses(c)})
-        whose = ", ".join(others[:3]) if others else "nobody (no ORGANIZER or ATTENDEE)"
-        raise runtime.PluginError(f"the VFREEBUSY is for {whose}, not {user}")
-    component = mine[0]
-
-    def time_of(name: str) -> datetime.datetime:
-        prop = component.first(name)
-        if prop is None:
-            raise runtime.PluginError(f"the VFREEBUSY for {user} has no {name}")
-        try:
-            return parse_time(prop[1], prop[0])
-        except ValueError as exc:
-            raise runtime.PluginError(f"the VFREEBUSY for {user} has a bad {name}: {exc}") from None
-
-    start, end = time_of("DTSTART"), time_of("DTEND")
-    if end < start:
-        raise runtime.PluginError(f"the VFREEBUSY for {user} ends (DTEND) before it starts (DTSTART)")
-    stamp = time_of("DTSTAMP")
-    busy = 0
-    for params, value in component.values("FREEBUSY"):
-        for period in value.split(","):
-            begin, _, finish = period.partition("/")
-            try:
-                parse_time(begin, {})
-                if not re.fullmatch(r"[+-]?P[0-9WDTHMS]+", finish.strip()):
-                    parse_time(finish, {})
-            except ValueError:
-                raise runtime.PluginError(f"the VFREEBUSY for {user} has a bad FREEBUSY period "
-                                          f"{period.strip()[:40]!r}") from None
-            busy += params.get("FBTYPE", "BUSY").upper() != "FREE"
-    return busy, stamp
 
 
 # --- evaluate ------------------------------------------------------------------------------
@@ -379,10 +126,7 @@ def present(args: argparse.Namespace) -> object:
         busy = results["busy"].metric.value
         parts = [f"{args.user_match} free/busy {busy} busy period{'' if busy == 1 else 's'}",
                  f"updated {ago(results['age'].metric.value)} ago"]
-        if "cert_days" in results:
-            parts.append(f"certificate valid {results['cert_days'].metric.value:.0f} more days")
-        parts.append(f"{results['time'].metric.value:.3f} s")
-        return ", ".join(parts)
+        return runtime.line_end(parts, results)
     return line
 
 

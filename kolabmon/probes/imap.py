@@ -36,6 +36,7 @@ class ImapLogin:
         import nagiosplugin
 
         from kolabmon import tls
+        from kolabmon.clients.imap import close, logout, text
 
         args, clock = self.args, self.clock
         ssl_context = tls.context(args.ca_file, args.insecure) if args.tls or args.starttls else None
@@ -78,34 +79,6 @@ def _cert_days(client: object) -> float:
     return tls.days_left(client.socket())  # type: ignore[attr-defined]
 
 
-# IMAP helpers the round trip shares.
-
-
-def text(exc: Exception) -> str:
-    """An imaplib/imapclient error as the server said it (no b'...' wrapping), at most 200 chars."""
-    said = str(exc.args[0] if exc.args else exc)
-    if said.startswith(("b'", 'b"')):
-        said = said[2:-1]
-    return said[:200]
-
-
-def logout(client: object, clock: runtime.Clock, where: str = "") -> None:
-    """LOGOUT politely, briefly: the result is known, only the goodbye is left (clear of the watchdog)."""
-    try:
-        clock.enter(f"logging out{where}")
-        client.socket().settimeout(clock.for_goodbye())  # type: ignore[attr-defined]
-        client.logout()  # type: ignore[attr-defined]
-    except Exception:  # a slow or rude BYE is not the user's problem
-        pass
-
-
-def close(client: object) -> None:
-    try:
-        client.shutdown()  # type: ignore[attr-defined]
-    except Exception:  # already closed by logout
-        pass
-
-
 # --- evaluate ------------------------------------------------------------------------------
 
 
@@ -123,10 +96,7 @@ def present(args: argparse.Namespace) -> object:
         parts = [f"{args.user} logged in" if args.user else f"{args.hostname} answered"]
         if "messages" in results:
             parts.append(f"{args.folder} {results['messages'].metric.value} messages")
-        if "cert_days" in results:
-            parts.append(f"certificate valid {results['cert_days'].metric.value:.0f} more days")
-        parts.append(f"{results['time'].metric.value:.3f} s")
-        return ", ".join(parts)
+        return runtime.line_end(parts, results)
     return line
 
 

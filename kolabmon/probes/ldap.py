@@ -88,11 +88,11 @@ class LdapSearch:
 
 def _cause(exc: BaseException, clock: runtime.Clock) -> BaseException:
     """ldap3 wraps socket and TLS errors; hand the original to the runtime to classify."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, OSError):
-            return seen
-        seen = seen.__cause__ or seen.__context__
+    from kolabmon.clients import errors
+
+    found = errors.underlying(exc)
+    if found is not None:
+        return found
     text = str(exc)
     if "timed out" in text or "timeout" in text:
         return TimeoutError(text)
@@ -134,10 +134,7 @@ def present(args: argparse.Namespace) -> object:
         count = results["entries"].metric.value
         noun = "entry" if count == 1 else "entries"
         parts = [who, f"{count} {noun} for {args.filter} under {args.base or 'the root DSE'}"]
-        if "cert_days" in results:
-            parts.append(f"certificate valid {results['cert_days'].metric.value:.0f} more days")
-        parts.append(f"{results['time'].metric.value:.3f} s")
-        return ", ".join(parts)
+        return runtime.line_end(parts, results)
     return line
 
 

@@ -14,7 +14,7 @@ import argparse
 from collections.abc import Callable, Iterator, Sequence
 
 from kolabmon import runtime
-from kolabmon.probes import imap as imap_probe
+from kolabmon.clients import imap as imap_client
 
 TYPE_CHECKING = False  # no typing import at start-up (see runtime)
 if TYPE_CHECKING:
@@ -63,14 +63,14 @@ class RoundTrip:
             clock.enter(f"deleting the probe message from {args.folder}")
             self.delete(imap, uids)
             total = clock.since("connecting to IMAP")
-            imap_probe.logout(imap, clock, " of IMAP")
+            imap_client.logout(imap, clock, " of IMAP")
         except imaplib.IMAP4.error as exc:
-            raise runtime.PluginError(f"IMAP error while {clock.step}: {imap_probe.text(exc)}") from None
+            raise runtime.PluginError(f"IMAP error while {clock.step}: {imap_client.text(exc)}") from None
         except runtime.PluginError:
-            imap_probe.logout(imap, clock, " of IMAP")  # the failure was elsewhere: IMAP still gets a goodbye
+            imap_client.logout(imap, clock, " of IMAP")  # the failure was elsewhere: IMAP still gets a goodbye
             raise
         finally:
-            imap_probe.close(imap)
+            imap_client.close(imap)
         yield nagiosplugin.Metric("delivery", round(delivery, 6), "s", min=0)
         yield nagiosplugin.Metric("smtp_time", round(smtp_time, 6), "s", min=0, context="smtp_time")
         yield nagiosplugin.Metric("time", round(total, 6), "s", min=0, context="time")
@@ -90,7 +90,7 @@ class RoundTrip:
         except ConnectionRefusedError:
             raise runtime.PluginError(f"IMAP refused the connection to {args.imap_host}:{args.imap_port}") from None
         except imaplib.IMAP4.error as exc:
-            raise runtime.PluginError(f"IMAP: unexpected greeting from the server: {imap_probe.text(exc)}") from None
+            raise runtime.PluginError(f"IMAP: unexpected greeting from the server: {imap_client.text(exc)}") from None
         client.normalise_times = False  # INTERNALDATE with its time zone, to age stale messages
         try:
             if args.starttls:
@@ -101,13 +101,13 @@ class RoundTrip:
             step(client, clock, f"selecting {args.folder} on IMAP")
             client.select_folder(args.folder)
         except imapclient.exceptions.LoginError as exc:
-            imap_probe.close(client)
-            raise runtime.PluginError(f"IMAP login failed for {args.user}: {imap_probe.text(exc)}") from None
+            imap_client.close(client)
+            raise runtime.PluginError(f"IMAP login failed for {args.user}: {imap_client.text(exc)}") from None
         except imaplib.IMAP4.error as exc:
-            imap_probe.close(client)
-            raise runtime.PluginError(f"IMAP error while {clock.step}: {imap_probe.text(exc)}") from None
+            imap_client.close(client)
+            raise runtime.PluginError(f"IMAP error while {clock.step}: {imap_client.text(exc)}") from None
         except BaseException:
-            imap_probe.close(client)
+            imap_client.close(client)
             raise
         return client
 
@@ -153,7 +153,7 @@ class RoundTrip:
 
     def submit(self, context: ssl.SSLContext | None, message: bytes) -> float:
         """Send over SMTP; returns the SMTP time (connect → message accepted)."""
-        from kolabmon.probes import smtp
+        from kolabmon.clients import smtp
 
         args, clock = self.args, self.clock
         session = smtp.SmtpSession(clock, context, args.tls, args.ehlo, leg="SMTP")

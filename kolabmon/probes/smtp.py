@@ -3,7 +3,7 @@
 `SMTP OK - 220 lab.example.org ESMTP Postfix, STARTTLS, AUTH PLAIN as user1@example.org, certificate
 valid 3650 more days, 0.010 s | cert_days=3650.0;30:;7: time=0.010418s;;;0`
 
-`SmtpSession` (one conversation, step by step on the clock) is shared with the round-trip probe.
+The conversation itself (`clients.smtp.SmtpSession`) is shared with the round trip and kolabmon-notify.
 """
 
 from __future__ import annotations
@@ -12,277 +12,16 @@ import argparse
 from collections.abc import Callable, Iterator, Sequence
 
 from kolabmon import runtime
+from kolabmon.clients import smtp as client
 
 TYPE_CHECKING = False  # no typing import at start-up (see runtime)
 if TYPE_CHECKING:
-    import smtplib
-    import ssl
-
     import nagiosplugin
 
 SERVICE = "SMTP"
-MECHANISMS = ("PLAIN", "LOGIN")  # what kolabmon speaks, in order of preference
-DEFAULT_EHLO = "kolabmon.localdomain"
 
 
 # --- acquire -------------------------------------------------------------------------------
-
-
-class Refused(runtime.PluginError):
-    """The server answered in SMTP, and said no (a 4xx/5xx reply): `what` it refused, its `reply`."""
-
-    def __init__(self, what: str, reply: str) -> None:
-        super().__init__(f"server refused {what}: {reply}")
-        self.what, self.reply = what, reply
-
-
-class SmtpSession:
-    """One SMTP conversation; every step is named on the clock and bounded by its deadline.
-
-    `leg` names the service in step names when another probe (the round trip) runs the session.
-    """
-
-    def __init__(self, clock: runtime.Clock, context: ssl.SSLContext | None = None,
-                 implicit_tls: bool = False, ehlo_name: str | None = None, leg: str = "") -> None:
-        self.clock, self.context, self.implicit_tls, self.leg = clock, context, implicit_tls, leg
-        if not ehlo_name:
-            clock.enter(self.named("looking up the local host name"))
-        self.ehlo_name = ehlo_name or local_fqdn()
-        self.smtp: smtplib.SMTP | None = None
-        self.banner = ""
-        self.upgraded = False  # STARTTLS done: `features` are those offered over TLS
-        self.features_before_tls: dict[str, str] = {}
-        self.features: dict[str, str] = {}
-        self.mechanism: str | None = None
-        self.heard: Heard | None = None
-
-    @property
-    def phase(self) -> str:
-        """Which session state the current EHLO answer describes, in the admin's words."""
-        if self.implicit_tls:
-            return "over implicit TLS"
-        return "after STARTTLS" if self.upgraded else "on the plain connection"
-
-    def named(self, what: str) -> str:
-        """A step name, with the leg when there is one: `reading the banner on SMTP`."""
-        if not self.leg:
-            return what
-        return f"connecting to {self.leg}" if what == "connecting" else f"{what} on {self.leg}"
-
-    def step(self, what: str) -> None:
-        left = self.clock.enter(self.named(what))
-        if self.smtp is not None and self.smtp.sock is not None:
-            self.smtp.sock.settimeout(left)
-
-    def open(self, host: str, port: int, starttls: bool = False) -> None:
-        """Connect, read the banner, say EHLO, and upgrade with STARTTLS if asked."""
-        import smtplib
-
-        session = self
-
-        class Smtp(smtplib.SMTP_SSL if self.implicit_tls else smtplib.SMTP):  # type: ignore[misc]
-            def _get_socket(self, *address: object) -> object:
-                sock = super()._get_socket(*address)  # connected (and TLS handshake done)
-                sock.settimeout(session.clock.enter(session.named("reading the banner")))
-                return sock
-
-            def connect(self, *address: object, **kwargs: object) -> tuple[int, bytes]:
-                code, message = super().connect(*address, **kwargs)
-                session.banner = f"{code} {first_line(message)}"
-                return code, message
-
-            def getreply(self) -> tuple[int, bytes]:
-                if self.file is None:  # type: ignore[has-type]  # smtplib cuts 4 bytes off a line without a code: keep it whole
-                    self.file = session.heard = Heard(self.sock.makefile("rb"))
-                return super().getreply()
-
-        options = {"context": self.context} if self.implicit_tls else {}
-        self.clock.enter(self.named("connecting"))
-        try:
-            with translated(self.clock, smtplib.SMTPConnectError):
-                self.smtp = Smtp(host, port, local_hostname=self.ehlo_name, timeout=self.clock.remaining(),
-                                 **options)
-        except smtplib.SMTPConnectError as exc:  # the banner was no 220
-            if exc.smtp_code == -1:
-                raise runtime.PluginError(f"unexpected banner (not SMTP): {self.last_line()!r}") from None
-            raise Refused("the session", f"{exc.smtp_code} {text(exc.smtp_error)}") from None
-        self.hello()
-        self.features_before_tls = self.features
-        if starttls:
-            if "starttls" not in self.features:
-                raise runtime.PluginError(f"server does not offer STARTTLS (EHLO {self.phase} advertises "
-                                          f"{self.keywords() or 'nothing'})")
-            self.step("starting TLS")
-            try:
-                with translated(self.clock, smtplib.SMTPResponseException):
-                    self.smtp.starttls(context=self.context)  # type: ignore[union-attr]
-            except smtplib.SMTPResponseException as exc:
-                raise Refused("STARTTLS", reply(exc.smtp_code, exc.smtp_error)) from None
-            self.upgraded = True
-            self.hello(" after STARTTLS")
-
-    def hello(self, when: str = "") -> None:
-        """EHLO (HELO if the server knows no ESMTP); keeps the advertised extensions."""
-        smtp = self.smtp
-        assert smtp is not None
-        self.step("saying EHLO" + when)
-        with translated(self.clock):
-            code, message = smtp.ehlo(self.ehlo_name)
-            if 500 <= code < 600:  # no ESMTP: plain SMTP still carries mail
-                code, message = smtp.helo(self.ehlo_name)
-        if code == -1:
-            raise runtime.PluginError(f"unexpected answer to EHLO (not SMTP): {self.last_line()!r}")
-        if code != 250:
-            raise Refused(f"EHLO {self.ehlo_name}", reply(code, message))
-        self.features = dict(smtp.esmtp_features)
-
-    def last_line(self) -> str:
-        return text(self.heard.last if self.heard else b"")
-
-    def keywords(self) -> str:
-        return ", ".join(name.upper() for name in self.features)
-
-    def missing(self, expected: Sequence[str]) -> list[str]:
-        """Expected EHLO keywords not advertised (STARTTLS counts where it can appear: before TLS)."""
-        return [name for name in expected
-                if name.lower() not in (self.features_before_tls if name == "STARTTLS" else self.features)]
-
-    def hint(self) -> str:
-        """Why an extension may be missing on a plain connection."""
-        if not self.upgraded and not self.implicit_tls and "starttls" in self.features:
-            return " (the server offers STARTTLS, and many offer AUTH only after it: try --starttls)"
-        return ""
-
-    def login(self, user: str, password: str, mechanism: str | None = None) -> None:
-        """AUTH with one mechanism (the chosen one, else the first offered of PLAIN, LOGIN)."""
-        smtp = self.smtp
-        assert smtp is not None
-        offered = self.features.get("auth", "").upper().split()
-        if "auth" not in self.features:
-            raise runtime.PluginError(f"server offers no AUTH {self.phase}{self.hint()}")
-        if mechanism and mechanism not in offered:
-            raise runtime.PluginError(f"server does not offer AUTH {mechanism} {self.phase} "
-                                      f"(it offers {' '.join(offered) or 'none'})")
-        chosen = mechanism or next((m for m in MECHANISMS if m in offered), None)
-        if chosen is None:
-            raise runtime.PluginError(f"server offers AUTH {' '.join(offered)} only; kolabmon speaks "
-                                      f"{' and '.join(MECHANISMS)}")
-        import smtplib
-
-        self.step(f"authenticating as {user}")
-        smtp.user, smtp.password = user, password
-        try:
-            with translated(self.clock, smtplib.SMTPAuthenticationError):
-                smtp.auth(chosen, getattr(smtp, f"auth_{chosen.lower()}"), initial_response_ok=True)
-        except smtplib.SMTPAuthenticationError as exc:
-            raise Refused(f"AUTH {chosen} as {user}", reply(exc.smtp_code, exc.smtp_error)) from None
-        self.mechanism = chosen
-
-    def send(self, sender: str, recipient: str, message: bytes) -> str:
-        """MAIL FROM, RCPT TO, DATA; returns the server's acceptance (e.g. `queued as 4Xyz`)."""
-        smtp = self.smtp
-        assert smtp is not None
-        for what, command in ((f"MAIL FROM:<{sender}>", lambda: smtp.mail(sender)),
-                              (f"RCPT TO:<{recipient}>", lambda: smtp.rcpt(recipient))):
-            self.step(f"sending {what}")
-            with translated(self.clock):
-                code, answer = command()
-            if code not in (250, 251):
-                raise Refused(what, reply(code, answer))
-        import smtplib
-
-        self.step("sending the message (DATA)")
-        try:
-            with translated(self.clock, smtplib.SMTPDataError):
-                code, answer = smtp.data(message)
-        except smtplib.SMTPDataError as exc:  # DATA itself refused
-            raise Refused("DATA", reply(exc.smtp_code, exc.smtp_error)) from None
-        if code != 250:
-            raise Refused("the message", reply(code, answer))
-        return text(answer)
-
-    def quit(self) -> None:
-        """QUIT politely, briefly: a slow or rude answer to it is not the service's problem."""
-        if self.smtp is None or self.smtp.sock is None:
-            return
-        try:
-            self.step("quitting")
-            self.smtp.sock.settimeout(self.clock.for_goodbye())
-            self.smtp.quit()
-        except Exception:  # closing anyway
-            pass
-
-    def close(self) -> None:
-        if self.smtp is not None:
-            self.smtp.close()
-
-
-class translated:
-    """Turn smtplib's errors into what `runtime.classify` knows (the socket error underneath).
-
-    Errors of the `keep` types pass unchanged: the caller says what the server refused.
-    """
-
-    def __init__(self, clock: runtime.Clock, *keep: type[BaseException]) -> None:
-        self.clock, self.keep = clock, keep
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
-        import smtplib
-
-        if exc is None or not isinstance(exc, smtplib.SMTPException) or isinstance(exc, self.keep):
-            return
-        if isinstance(exc, smtplib.SMTPServerDisconnected):
-            cause = exc.__cause__ or exc.__context__
-            if isinstance(cause, OSError) and not isinstance(cause, smtplib.SMTPException):
-                raise cause from None  # reset, timeout: classified by the runtime with the step
-            raise runtime.PluginError(f"the server closed the connection (while {self.clock.step})") from None
-        if isinstance(exc, smtplib.SMTPResponseException):  # e.g. a reply line too long
-            raise runtime.PluginError(f"unexpected reply while {self.clock.step}: "
-                                      f"{reply(exc.smtp_code, exc.smtp_error)}") from None
-        raise runtime.PluginError(f"SMTP error while {self.clock.step}: {exc}") from None
-
-
-class Heard:
-    """The server's side of the socket, remembering the last line read."""
-
-    def __init__(self, file: object) -> None:
-        self.file, self.last = file, b""
-
-    def readline(self, size: int = -1) -> bytes:
-        self.last = self.file.readline(size)  # type: ignore[attr-defined]
-        return self.last
-
-    def close(self) -> None:
-        self.file.close()  # type: ignore[attr-defined]
-
-
-def local_fqdn() -> str:
-    """This host's FQDN for EHLO; `kolabmon.localdomain` when it has none."""
-    import socket
-
-    name = socket.getfqdn()
-    if "." not in name or name.startswith("localhost"):
-        return DEFAULT_EHLO
-    return name
-
-
-def first_line(message: bytes | str) -> str:
-    return text(message).split("\n", 1)[0]
-
-
-def text(message: bytes | str) -> str:
-    """A server's reply as printable text, shortened."""
-    if isinstance(message, bytes):
-        message = message.decode("utf-8", "replace")
-    printable = "".join(char if char.isprintable() or char == "\n" else "?" for char in message.strip())
-    return printable[:200]
-
-
-def reply(code: int, message: bytes | str) -> str:
-    return f"{code} {' '.join(text(message).split())}"
 
 
 class SmtpCheck:
@@ -292,7 +31,7 @@ class SmtpCheck:
 
     def __init__(self, args: argparse.Namespace, clock: runtime.Clock) -> None:
         self.args, self.clock = args, clock
-        self.session: SmtpSession | None = None
+        self.session: client.SmtpSession | None = None
 
     def probe(self) -> Iterator[nagiosplugin.Metric]:
         import nagiosplugin
@@ -301,7 +40,7 @@ class SmtpCheck:
 
         args, clock = self.args, self.clock
         context = tls.context(args.ca_file, args.insecure) if args.tls or args.starttls else None
-        session = self.session = SmtpSession(clock, context, args.tls, args.ehlo)
+        session = self.session = client.SmtpSession(clock, context, args.tls, args.ehlo)
         try:
             session.open(args.hostname, args.port, args.starttls)
             cert_days = tls.days_left(session.smtp.sock) if context else None  # type: ignore[union-attr]
@@ -349,10 +88,7 @@ def present(args: argparse.Namespace, check: SmtpCheck) -> Callable[[nagiosplugi
             parts.append(f"offers {'/'.join(args.expect_ext)}")
         if session.mechanism:
             parts.append(f"AUTH {session.mechanism} as {args.user}")
-        if "cert_days" in results:
-            parts.append(f"certificate valid {results['cert_days'].metric.value:.0f} more days")
-        parts.append(f"{results['time'].metric.value:.3f} s")
-        return ", ".join(parts)
+        return runtime.line_end(parts, results)
     return line
 
 
@@ -368,7 +104,7 @@ def extensions(value: str) -> list[str]:
 
 
 def mechanism(value: str) -> str:
-    if value.upper() not in MECHANISMS:
+    if value.upper() not in client.MECHANISMS:
         raise argparse.ArgumentTypeError(f"invalid AUTH mechanism {value!r} (PLAIN or LOGIN)")
     return value.upper()
 
@@ -384,7 +120,7 @@ def make_parser() -> runtime.Parser:
                    help="EHLO keywords that must be advertised, e.g. STARTTLS,AUTH,PIPELINING "
                         "(checked after STARTTLS when --starttls is given; STARTTLS itself before)")
     p.add_argument("--ehlo", metavar="NAME",
-                   help=f"name to say in EHLO (default: this host's FQDN, else {DEFAULT_EHLO})")
+                   help=f"name to say in EHLO (default: this host's FQDN, else {client.DEFAULT_EHLO})")
     return p
 
 

@@ -29,7 +29,7 @@ from kolabmon.runtime.base import (
     clean,
     status_line,
 )
-from kolabmon.runtime.checks import check, days_left, explain, findings, plain, threshold
+from kolabmon.runtime.checks import check, days_left, explain, findings, line_end, plain, threshold
 from kolabmon.runtime.clock import (
     CHILD_KILL_MARGIN,
     GOODBYE_LIMIT,
@@ -68,7 +68,7 @@ from kolabmon.runtime.options import (
 __all__ = [
     "CRITICAL", "DEFAULT_TIMEOUT", "OK", "PASSWORD_ENV", "STATE_NAMES", "UNKNOWN", "WARNING", "WATCHDOG_GRACE",
     "Outcome", "PluginError", "UsageError", "__version__", "clean", "status_line",
-    "check", "days_left", "explain", "findings", "plain", "threshold",
+    "check", "days_left", "explain", "findings", "line_end", "plain", "threshold",
     "CHILD_KILL_MARGIN", "GOODBYE_LIMIT", "GOODBYE_MARGIN", "HANG_MARGIN", "LOCK_SLACK", "REPORT_SHARE", "REPROBE_MIN",
     "REPROBE_WINDOWS", "SHORTEST_WAIT", "TOOL_TIMEOUT_MARGIN", "Clock", "classify", "safe_classify",
     "Watchdog", "execute", "main", "run",

@@ -63,6 +63,14 @@ def threshold(name: str, warning: str | None, critical: str | None, fmt: str = "
     return nagiosplugin.ScalarContext(name, warning, critical, fmt_metric=fmt)
 
 
+def line_end(parts: list[str], results: nagiosplugin.Results) -> str:
+    """A probe's status line: its parts, then the certificate's days left (if measured) and the time."""
+    if "cert_days" in results:
+        parts.append(f"certificate valid {results['cert_days'].metric.value:.0f} more days")
+    parts.append(f"{results['time'].metric.value:.3f} s")
+    return ", ".join(parts)
+
+
 def days_left(warning_days: int, critical_days: int) -> object:
     """Certificate days: alert when fewer than N days are left (`30:`)."""
     return threshold("cert_days", f"{warning_days}:", f"{critical_days}:")
