@@ -152,6 +152,6 @@ def start_dovecot(root: Path, certs: Certs, cert: str = "good",
         return ["dovecot", "-F", "-c", str(conf)]
 
     return launch(name, d, host, ["imap", "imaps", "lmtp", "auth"], prepare, [out, log],
-                   banner=("imap", b"* OK"),
-                   after=lambda s: seed_messages(s, "user1@example.org", 3))
+                  banner=("imap", b"* OK"),
+                  after=lambda s: seed_messages(s, "user1@example.org", 3))
 

@@ -252,10 +252,10 @@ def stop_servers(servers: Iterable[Server], timeout: float = STOP_TIMEOUT) -> No
 
 
 def launch(name: str, root: Path, host: str, port_names: list[str],
-            prepare: Callable[[dict[str, int]], list[str]], logs: list[Path],
-            banner: tuple[str, bytes] | None = None, udp: bool = False,
-            env: dict[str, str] | None = None, after: Callable[[Server], None] | None = None
-            ) -> Server:
+           prepare: Callable[[dict[str, int]], list[str]], logs: list[Path],
+           banner: tuple[str, bytes] | None = None, udp: bool = False,
+           env: dict[str, str] | None = None, after: Callable[[Server], None] | None = None
+           ) -> Server:
     """Pick free ports, write the config (``prepare`` returns the command), start, wait ready.
 
     Retries with new ports if a port was taken in between; never leaves a half-started server.

@@ -251,7 +251,7 @@ def make_node_dirs(cib: Path) -> None:
         # ocf:heartbeat:postfix needs the shared config dir listed in the DEFAULT main.cf
         shutil.copytree("/etc/postfix", d / "etc-postfix", symlinks=True)
         run("postfix", ["postconf", "-c", str(d / "etc-postfix"), "-e",
-                         f"alternate_config_directories = {SHARED}/postfix/etc"])
+                        f"alternate_config_directories = {SHARED}/postfix/etc"])
         logs = LOGS / node
         for sub in ("pacemaker", "corosync", "services"):
             (logs / sub).mkdir(parents=True, exist_ok=True)

@@ -109,7 +109,7 @@ def install_packages() -> None:
     try:
         run("apt", ["apt-get", "-o", "DPkg::Lock::Timeout=900", "update"], env=env, timeout=900)
         run("apt", ["apt-get", "install", "-y", "--no-install-recommends",
-                     "-o", "DPkg::Lock::Timeout=900", *missing], env=env, timeout=1800)
+                    "-o", "DPkg::Lock::Timeout=900", *missing], env=env, timeout=1800)
     finally:
         if created:
             policy.unlink(missing_ok=True)

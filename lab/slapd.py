@@ -80,11 +80,8 @@ def load_directory(name: str, conf: Path, ldif: Path, log: Path | None = None) -
 
 
 def start_slapd(root: Path, certs: Certs, cert: str = "good", host: str = "127.0.0.1") -> Server:
-    """Start slapd (ldap with StartTLS, ldaps) with the lab directory loaded by slapadd.
-
-    Anonymous users can read only the root DSE and schema; bound users (the service DN, users)
-    can read the tree; passwords are only usable for binding.
-    """
+    """Start slapd (ldap with StartTLS, ldaps) with the lab directory loaded by slapadd (access
+    rules: slapd_conf)."""
     cert_file, key_file = certs.pair(cert)
     name = "slapd" if cert == "good" else f"slapd-{cert}"
     d = mkdir(Path(root) / f"slapd-{cert}")

@@ -92,9 +92,9 @@ def _make_ca(ca_dir: Path, cn: str, san: str, log: Path) -> Path:
     (ca_dir / "serial").write_text(os.urandom(8).hex().upper() + "\n")
     cnf = write(ca_dir / "ca.cnf", _CA_CNF.format(dir=ca_dir, san=san))
     run("certs", ["openssl", "req", "-x509", "-new", "-newkey", "rsa:2048", "-nodes",
-                   "-config", str(cnf), "-extensions", "v3_ca", "-subj", f"/CN={cn}",
-                   "-days", "3650", "-keyout", str(ca_dir / "ca.key"),
-                   "-out", str(ca_dir / "ca.pem")], log=log)
+                  "-config", str(cnf), "-extensions", "v3_ca", "-subj", f"/CN={cn}",
+                  "-days", "3650", "-keyout", str(ca_dir / "ca.key"),
+                  "-out", str(ca_dir / "ca.pem")], log=log)
     (ca_dir / "ca.key").chmod(0o600)
     return ca_dir / "ca.pem"
 
@@ -105,11 +105,11 @@ def _issue(ca_dir: Path, cert: Path, key: Path, start: dt.datetime, end: dt.date
     cnf = ca_dir / "ca.cnf"
     csr = cert.with_suffix(".csr")
     run("certs", ["openssl", "req", "-new", "-newkey", "rsa:2048", "-nodes", "-config", str(cnf),
-                   "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(csr)], log=log)
+                  "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(csr)], log=log)
     key.chmod(0o600)
     run("certs", ["openssl", "ca", "-batch", "-config", str(cnf), "-extensions", "server_ext",
-                   "-notext", "-startdate", _asn1_time(start), "-enddate", _asn1_time(end),
-                   "-in", str(csr), "-out", str(cert)], log=log)
+                  "-notext", "-startdate", _asn1_time(start), "-enddate", _asn1_time(end),
+                  "-in", str(csr), "-out", str(cert)], log=log)
     cert.chmod(0o644)
     csr.unlink()
 

@@ -31,7 +31,7 @@ def tail(*paths: Path, lines: int = 6) -> str:
 
 
 def run(name: str, cmd: list[str], *, log: Path | None = None, input: bytes | None = None,
-         env: dict[str, str] | None = None, timeout: float = 120.0) -> str:
+        env: dict[str, str] | None = None, timeout: float = 120.0) -> str:
     """Run a helper command; raise LabError naming ``name`` with its output on failure."""
     try:
         res = subprocess.run(cmd, input=input, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
