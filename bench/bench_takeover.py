@@ -26,18 +26,17 @@ sys.path.insert(0, str(ROOT))
 from kolabmon.takeover import audit  # noqa: E402
 from lab import cluster as lab  # noqa: E402
 from lab import release, takeover_config  # noqa: E402
-from tests.takeover.test_lab_takeover import IMAP, heal  # noqa: E402
 
 BIN = ROOT / ".venv" / "bin"
 
 
 def imap_ok(cluster: lab.Cluster, secret: Path, timeout: str) -> bool:
-    argv = [*IMAP[:-2], "-t", timeout]  # IMAP ends with its own -t
+    argv = takeover_config.imap_check(timeout)
     return cluster.client(*argv, "--password-file", str(secret), timeout=15).returncode == 0
 
 
 def one_run(cluster: lab.Cluster, workdir: Path, interval: float, attempts: int) -> dict[str, float]:
-    heal(cluster)
+    lab.heal(cluster)
     config = takeover_config.write(workdir, cooldown=0)
     secret = workdir / "imap.pw"
     source = cluster.active_node()

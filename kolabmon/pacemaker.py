@@ -82,6 +82,11 @@ class Status:
         members = self.group(group)
         return bool(members) and all(r.active and r.role == "Started" and not r.failed for r in members)
 
+    def group_node(self, group: str) -> str | None:
+        """The one node on which the whole group is started, else None."""
+        nodes = self.group_nodes(group)
+        return next(iter(nodes)) if len(nodes) == 1 and self.group_started(group) else None
+
     def fence_devices(self) -> list[Resource]:
         return [r for r in self.resources if r.agent.startswith("stonith:")]
 

@@ -231,7 +231,7 @@ def fence_time(cluster: lab.Cluster, node: str) -> float | None:
         status = cluster.status()
     except servers.LabError:
         return None
-    for event in status.iter("fence_event"):
+    for event in status.fence_events:
         if event.get("target") == node and event.get("status") == "success" and event.get("completed"):
             text = event.get("completed", "").replace("Z", "+00:00")
             try:

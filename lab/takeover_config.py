@@ -17,6 +17,13 @@ BIN = ROOT / ".venv" / "bin"
 USER = "user1@example.org"
 
 
+def imap_check(timeout: str = "5") -> list[str]:
+    """check_kolab_imap as a mail user's client runs it on the cluster IP (STARTTLS, the lab CA, logged
+    in as USER); the caller adds ``--password-file``."""
+    return [str(BIN / "check_kolab_imap"), "-H", cluster.CLUSTER_IP, "--starttls", "--ca-file",
+            str(cluster.make_certs().ca), "-u", USER, "-t", timeout]
+
+
 def write(directory: Path, *, cooldown: float = 600, soft_attempt: int = 0, fence: bool = False,
           move: str = "attribute", transition_timeout: float = 120) -> Path:
     """Write takeover.toml (and the probe's password file) into `directory`; return the config path."""
@@ -26,8 +33,7 @@ def write(directory: Path, *, cooldown: float = 600, soft_attempt: int = 0, fenc
     secret.chmod(0o600)
     ca = str(cluster.make_certs().ca)
     ip = cluster.CLUSTER_IP
-    imap = [str(BIN / "check_kolab_imap"), "-H", ip, "--starttls", "--ca-file", ca, "-u", USER,
-            "--password-file", str(secret), "-t", "4"]
+    imap = [*imap_check("4"), "--password-file", str(secret)]
     # the same checks Icinga runs (kolab-smtp logs in: AUTH goes through Dovecot, and hangs with it)
     smtp = [str(BIN / "check_kolab_smtp"), "-H", ip, "--starttls", "--ca-file", ca, "-u", USER,
             "--password-file", str(secret), "-t", "4"]

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from lab import icinga as lab_icinga
-from tests.takeover.test_lab_takeover import heal
+from lab.cluster import heal
 
 
 def test_icinga_detects_hands_over_to_kolabmon_and_notifies(cluster, tmp_path: Path) -> None:

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import time
 import uuid
-import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,8 +24,9 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from kolabmon.pacemaker import Status  # noqa: E402
 from lab import cluster as lab_cluster  # noqa: E402
-from lab import servers  # noqa: E402
+from lab import nodes, servers  # noqa: E402
 
 USER, PASSWORD = "user1@example.org", servers.USERS["user1@example.org"]
 PY = sys.executable  # the project's venv python; it runs inside the client namespace too
@@ -92,10 +92,9 @@ def other(node: str) -> str:
     return next(n for n in lab_cluster.NODES if n != node)
 
 
-def fence_events(status: ET.Element, target: str, state: str = "success") -> list[ET.Element]:
+def fence_events(status: Status, target: str, state: str = "success") -> list[dict[str, str]]:
     """``target``'s fencing events in ``state`` (crm_mon lists the newest first)."""
-    return [e for e in status.findall("./fence_history/fence_event")
-            if e.get("target") == target and e.get("status") == state]
+    return [e for e in status.fence_events if e.get("target") == target and e.get("status") == state]
 
 
 @pytest.fixture(autouse=True)
@@ -112,16 +111,15 @@ def healthy(cluster: lab_cluster.Cluster) -> Iterator[None]:
 
 def test_group_runs_on_exactly_one_node(cluster: lab_cluster.Cluster) -> None:
     status = cluster.status()
-    dc = status.find("./summary/current_dc")
-    assert dc is not None and dc.get("with_quorum") == "true"
+    assert status.dc is not None and status.quorate
     assert sorted(lab_cluster.online_nodes(status)) == list(lab_cluster.NODES)
-    members = lab_cluster.group_members(status)
+    members = status.group(lab_cluster.GROUP)
     assert [m.id for m in members] == list(lab_cluster.GROUP_MEMBERS)
     active = cluster.active_node()
     assert active in lab_cluster.NODES
     assert all(m.role == "Started" and m.nodes == [active] and not m.failed for m in members)
-    fence = status.find(f"./resources/resource[@id='{lab_cluster.FENCE_DEVICE}']")
-    assert fence is not None and fence.get("role") == "Started"
+    fence = next((r for r in status.fence_devices() if r.id == lab_cluster.FENCE_DEVICE), None)
+    assert fence is not None and fence.role == "Started"
     passive = other(active)
     # the cluster IP and the shared disk exist only on the active node
     assert lab_cluster.CLUSTER_IP in cluster.on(active, "ip", "-o", "addr", "show", "dev", "eth0").stdout
@@ -190,9 +188,9 @@ def test_killed_passive_node_is_fenced_and_restored(cluster: lab_cluster.Cluster
     res = cluster.on(passive, "crm_mon", "-1")
     assert res.returncode == 255 and "down" in res.stderr  # lab/on finds no node to enter
 
-    def fenced(status: ET.Element) -> list[ET.Element] | None:
+    def fenced(status: Status) -> list[dict[str, str]] | None:
         events = fence_events(status, passive)
-        offline = lab_cluster.node_state(status, passive).get("online") == "false"
+        offline = (node := status.node(passive)) is not None and not node.online
         return events if offline and len(events) > before else None
 
     events = cluster.wait_for(f"{passive} offline and fenced", fenced, 30, node=active)
@@ -202,7 +200,7 @@ def test_killed_passive_node_is_fenced_and_restored(cluster: lab_cluster.Cluster
     assert cluster.active_node() == active  # losing the passive node moves nothing
     took = cluster.restore(passive)
     status = cluster.status(node=passive)  # lab/on finds the node's new PID 1
-    assert lab_cluster.node_state(status, passive).get("online") == "true"
+    assert (node := status.node(passive)) is not None and node.online
     assert lab_cluster.group_node(status) == active  # back as the passive node
     print(f"\nkill {passive}: fenced (fence_history) after {fenced_after:.1f} s; restore {took:.1f} s")
 
@@ -225,11 +223,11 @@ def test_hung_dovecot_is_fenced_and_taken_over(cluster: lab_cluster.Cluster) -> 
     print(f"\nhung dovecot on {source}: group started on {target} {took:.1f} s after the attribute")
 
 
-def fenced_since(status: ET.Element, since: float) -> list[str]:
+def fenced_since(status: Status, since: float) -> list[str]:
     """Fence events completed after `since` (a restored node syncs older history later, so counting
     all events would race with that sync)."""
     found = []
-    for event in status.findall("./fence_history/fence_event"):
+    for event in status.fence_events:
         completed = event.get("completed", "").replace("Z", "+00:00")
         with contextlib.suppress(ValueError):
             if dt.datetime.fromisoformat(completed).timestamp() >= since - 1:
@@ -292,7 +290,7 @@ def test_down_leaves_nothing_behind(cluster: lab_cluster.Cluster) -> None:
     """Last: down with a node just killed, check the host, bring the cluster back for later modules."""
     if not lab_cluster.sole_holder():
         pytest.skip("another test session uses the cluster")
-    pids = [p for p in [lab_cluster._recorded(n) for n in ("pdu", *lab_cluster.NODES)]
+    pids = [p for p in [nodes.recorded(n) for n in ("pdu", *lab_cluster.NODES)]
             + [lab_cluster.node_pid1(n) for n in lab_cluster.NODES] if p]
     assert len(pids) == 5
     cluster.kill_node("node2")  # down must cope with a fenced node
@@ -302,7 +300,7 @@ def test_down_leaves_nothing_behind(cluster: lab_cluster.Cluster) -> None:
     assert not set(netns) & set(lab_cluster.NAMESPACES)
     assert str(lab_cluster.IMAGE) not in subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout
     assert str(lab_cluster.LAB_DIR) not in Path("/proc/mounts").read_text()
-    assert not [p for p in pids if lab_cluster._alive(p)]
+    assert not [p for p in pids if nodes.alive(p)]
     assert not lab_cluster.FENCE_AGENT.exists()
     again = lab_cluster.up()
     print(f"\ndown {took:.1f} s, up again {again.bringup_seconds:.1f} s")

@@ -12,7 +12,6 @@ import pytest
 from lab import cluster as lab
 from lab import servers
 from tests.helpers import BIN, assert_plugin_output
-from tests.takeover.test_lab_takeover import heal
 
 CA = str(lab.make_certs().ca)
 
@@ -37,9 +36,9 @@ def until(check: Callable[[], Result], done: Callable[[Result], bool], timeout: 
 
 @pytest.fixture
 def healthy(cluster):
-    heal(cluster)
+    lab.heal(cluster)
     yield cluster
-    heal(cluster)
+    lab.heal(cluster)
 
 
 def test_healthy_is_ok_naming_the_active_node(healthy) -> None:

@@ -16,8 +16,7 @@ from lab import takeover_config
 from tests.helpers import BIN
 
 CA = str(lab.make_certs().ca)
-IMAP = [str(BIN / "check_kolab_imap"), "-H", lab.CLUSTER_IP, "--starttls", "--ca-file", CA,
-        "-u", takeover_config.USER, "-t", "5"]
+IMAP = takeover_config.imap_check()
 SMTP = [str(BIN / "check_kolab_smtp"), "-H", lab.CLUSTER_IP, "--starttls", "--ca-file", CA, "-t", "5"]
 
 
@@ -39,20 +38,9 @@ def audit(config: Path) -> list[dict]:
     return audit_log.tail(path) if path.exists() else []
 
 
-def heal(cluster) -> None:
-    """Back to two healthy nodes, no marks, no failures; the group wherever it runs."""
-    for node in lab.NODES:
-        if not lab.node_pid1(node):
-            cluster.restore(node, timeout=90)
-    for node in lab.NODES:
-        cluster.crm("crm_attribute", "-N", node, "-n", lab.DEGRADED_ATTRIBUTE, "-D", "-l", "reboot")
-    cluster.crm("crm_resource", "--cleanup")
-    cluster.wait_ready(timeout=120, nodes=2)
-
-
 @pytest.fixture
 def config(cluster, tmp_path: Path) -> Path:
-    heal(cluster)
+    lab.heal(cluster)
     return takeover_config.write(tmp_path / "takeover")
 
 
