@@ -4,7 +4,8 @@ interconnect, where the Kolab group runs, and what will block the next takeover.
 `HEARTBEAT OK - kolab active on node1, 2/2 nodes online, quorate, DC node2 answering, 2/2 links up | active=1;;;0;1 ...`
 
 `active` (1/0: whether the group runs on the node -H names) is what the Icinga config reads for
-that node's role; the status line is for people.
+that node's role, `active_on_NODE` (1/0 for every node Pacemaker knows) where the group runs as
+this node sees it; the status line is for people.
 """
 
 from __future__ import annotations
@@ -80,9 +81,12 @@ class PacemakerHeartbeat:
             yield nagiosplugin.Metric("heartbeat_age", round(age, 3), "s", min=0, context="heartbeat_age")
         if total:
             yield nagiosplugin.Metric("links_up", up, min=0, max=total, context="plain")
+        running_on = status.group_nodes(args.group)
         if status.node(args.hostname or ""):  # the node -H names: does the group run here? (storage's role)
-            here = args.hostname in status.group_nodes(args.group)
-            yield nagiosplugin.Metric("active", int(here), min=0, max=1, context="plain")
+            yield nagiosplugin.Metric("active", int(args.hostname in running_on), min=0, max=1, context="plain")
+        for node in status.nodes:  # where it runs, as this node sees the cluster (notifications' active node)
+            yield nagiosplugin.Metric(f"active_on_{node.name}", int(node.name in running_on), min=0, max=1,
+                                      context="plain")
 
     def links(self, status: pacemaker.Status) -> tuple[int, int, list[tuple[int, str]]]:
         """Corosync knet links to every peer: (up, total, findings)."""

@@ -39,6 +39,8 @@ def test_active_says_whether_the_group_runs_on_the_node_asked(tmp_path, running,
     """`active` is for Icinga (the storage role): 1 or 0 for the node -H names, whatever the status line says."""
     run = heartbeat_with(tmp_path, "-H", node, crm_mon=crm_mon.group_on(*running))
     assert perfdata(run)["active"] == f"{active};;;0;1", run.out
+    for other in ("node1", "node2"):  # and where it runs, as this node sees every node
+        assert perfdata(run)[f"active_on_{other}"] == f"{int(other in running)};;;0;1", run.out
     words = f"kolab active on {','.join(running)}" if running else "kolab not running"
     assert words in run.line, run.out
 
@@ -47,6 +49,7 @@ def test_active_says_whether_the_group_runs_on_the_node_asked(tmp_path, running,
 def test_no_active_value_without_a_node_pacemaker_knows(tmp_path, args) -> None:
     run = heartbeat_with(tmp_path, *args, crm_mon=crm_mon.group_on("node1"))
     assert "active" not in perfdata(run) and "nodes_online" in perfdata(run), run.out
+    assert perfdata(run)["active_on_node1"] == "1;;;0;1", run.out  # the cluster's view needs no -H
 
 
 @pytest.mark.parametrize(("output", "code", "state", "words"), [
