@@ -5,12 +5,9 @@ copied into the image by ``mkfs.ext4 -d``. Also the cluster's certificates."""
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import shutil
 import time
-from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
 from pathlib import Path
 
 from lab import dovecot, nginx, postfix, slapd, tls
@@ -44,15 +41,8 @@ def _seed_maildir(home: Path, user: str, count: int) -> None:
         (maildir / sub).mkdir(parents=True, mode=0o700)
     now = time.time()
     for i in range(1, count + 1):
-        msg = EmailMessage()
-        msg["From"] = f"lab@{LAB_DOMAIN}"
-        msg["To"] = user
-        msg["Subject"] = f"lab seed message {i}"
-        msg["Date"] = format_datetime(dt.datetime.now(dt.UTC))
-        msg["Message-ID"] = make_msgid(domain=LAB_DOMAIN)
-        msg.set_content(f"Seed message {i} for {user}.\n")
         path = maildir / "new" / f"{int(now)}.M{i}P{os.getpid()}.kolab"
-        path.write_bytes(msg.as_bytes())
+        path.write_bytes(dovecot.seed_message(user, i).as_bytes())
         path.chmod(0o600)
     for path in [home, *home.rglob("*")]:
         os.chown(path, MAIL_UID, MAIL_UID)
