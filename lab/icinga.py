@@ -216,12 +216,10 @@ object Host "{node}" {{
     def results(self) -> list[Result]:
         """Every check result so far, in time order."""
         found = []
-        for path in (self.dir / "spool" / "perfdata").glob("results*"):
-            for line in path.read_text(errors="replace").splitlines():
-                fields = line.split("\t")
-                if len(fields) == 7 and fields[0].replace(".", "").isdigit():
-                    found.append(Result(float(fields[0]), fields[1], fields[2], fields[3], fields[4],
-                                        int(fields[5]) if fields[5].isdigit() else 0, fields[6]))
+        for fields in spool_lines(self.dir / "spool" / "perfdata"):
+            if len(fields) == 7 and fields[0].replace(".", "").isdigit():
+                found.append(Result(float(fields[0]), fields[1], fields[2], fields[3], fields[4],
+                                    int(fields[5]) if fields[5].isdigit() else 0, fields[6]))
         return sorted(found, key=lambda r: r.epoch)
 
     def audit(self) -> list[dict]:
@@ -242,3 +240,16 @@ object Host "{node}" {{
         proc = subprocess.run(["ip", "netns", "exec", "monitor", str(BIN / "python"), "-c", script],
                               input=servers.USERS[ONCALL] + "\n", capture_output=True, text=True, timeout=30)
         return json.loads(proc.stdout) if proc.returncode == 0 and proc.stdout.strip() else []
+
+
+def spool_lines(spool: Path) -> list[list[str]]:
+    """The tab-separated lines of a PerfdataWriter spool ("results*" files), oldest file first.
+    Icinga renames results.tmp away every rotation_interval: a file gone between listing and
+    reading is skipped (its lines are in the renamed file the next call reads)."""
+    files = []
+    for path in spool.glob("results*"):
+        try:
+            files.append((path.stat().st_mtime, path.read_text(errors="replace")))
+        except FileNotFoundError:
+            continue
+    return [line.split("\t") for _, text in sorted(files, key=lambda f: f[0]) for line in text.splitlines()]

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from lab import icinga as lab_icinga
 from lab import servers
 from tests.fakes import crm_mon
 from tests.helpers import BIN, clean_env
@@ -146,11 +147,9 @@ class Icinga:
     def results(self) -> dict[tuple[str, str], list[str]]:
         """The latest result per (host, service): [state, state type, output]."""
         latest: dict[tuple[str, str], list[str]] = {}
-        for path in sorted((self.tmp / "spool" / "perfdata").glob("results*"), key=lambda p: p.stat().st_mtime):
-            for line in path.read_text(errors="replace").splitlines():
-                fields = line.split("\t")
-                if len(fields) == 5:
-                    latest[(fields[0], fields[1])] = fields[2:]
+        for fields in lab_icinga.spool_lines(self.tmp / "spool" / "perfdata"):
+            if len(fields) == 5:
+                latest[(fields[0], fields[1])] = fields[2:]
         return latest
 
     def commands(self) -> str:
