@@ -40,6 +40,7 @@ from lab.topology import (
     INTERCONNECT_IPS,
     LAB_DIR,
     LOGS,
+    NODE_IDS,
     NODELOG,
     NODES,
     PDU_SOCKET,
@@ -98,11 +99,11 @@ def _corosync_conf() -> str:
     nodes = "".join(f"""\
     node {{
         name: {node}
-        nodeid: {i}
+        nodeid: {NODE_IDS[node]}
         ring0_addr: {INTERCONNECT_IPS[node]}
         ring1_addr: {ADMIN_IPS[node]}
     }}
-""" for i, node in enumerate(NODES, start=1))
+""" for node in NODES)
     return f"""\
 # kolabmon lab (lab/cluster.py). Link 0 = private interconnect (hb, 10.98.0.0/24), link 1 = LAN.
 totem {{
@@ -230,8 +231,8 @@ def make_cib(loopdev: str) -> Path:
     nodes = conf.find("nodes")
     if nodes is None:
         nodes = ET.SubElement(conf, "nodes")
-    for i, node in enumerate(NODES, start=1):
-        ET.SubElement(nodes, "node", id=str(i), uname=node)
+    for node in NODES:
+        ET.SubElement(nodes, "node", id=str(NODE_IDS[node]), uname=node)
     path.write_text(ET.tostring(cib, encoding="unicode") + "\n")
     return path
 

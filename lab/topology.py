@@ -30,6 +30,8 @@ FENCE_AGENT = Path("/usr/sbin/fence_labns")  # where pacemaker-fenced looks for 
 CLUSTER_NAME = "kolablab"
 CLUSTER_IP = "10.99.0.100"
 NODES = ("node1", "node2")
+# corosync nodeid = the CIB <node id>: the two must agree, so both come from here
+NODE_IDS = {node: i for i, node in enumerate(NODES, start=1)}
 ADMIN_IPS = {"node1": "10.99.0.1", "node2": "10.99.0.2"}
 INTERCONNECT_IPS = {"node1": "10.98.0.1", "node2": "10.98.0.2"}
 CLIENT_IP = "10.99.0.10"
