@@ -20,8 +20,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 project=$PWD
 
-read -r number suite < <(/usr/bin/python3 lab/release.py --other) \
-  || { echo "other-release: cannot tell this machine's Debian release" >&2; exit 2; }
+[ -x /usr/bin/python3 ] || { echo "other-release: /usr/bin/python3 is missing: run lab/setup.sh first" >&2; exit 2; }
+read -r number suite < <(/usr/bin/python3 lab/release.py --other) || exit 2  # release.py said why
 dir=${KOLABMON_CHROOT_DIR:-/var/cache/kolabmon-lab/debian-$number}
 stamp=$dir/.kolabmon-bootstrapped
 say() { echo "other-release: $*" >&2; }
