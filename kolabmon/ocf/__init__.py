@@ -1,0 +1,65 @@
+"""The Pacemaker resource agent ocf:kolabmon:watcher (the file `watcher` beside this module) and
+installing it where Pacemaker looks for the agents of provider `kolabmon`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+
+AGENT = Path(__file__).with_name("watcher")
+PROVIDER_DIR = Path("/usr/lib/ocf/resource.d/kolabmon")
+BINARY_DEFAULT = 'OCF_RESKEY_binary_default="kolabmon-watch"\n'
+# the path lands in a double-quoted sh string and in the meta-data XML: neither may need escaping
+UNSAFE = frozenset('"$`\\<>&\'\n')
+
+
+def agent_text(binary: str | None = None) -> str:
+    """The agent as installed: with `binary` (an absolute path) as the default of its binary parameter."""
+    text = AGENT.read_text()
+    if binary is None:
+        return text
+    if not os.path.isabs(binary) or UNSAFE & set(binary):
+        raise ValueError(f"binary must be an absolute path without quotes, $, `, \\, <, > or &: {binary!r}")
+    if text.count(BINARY_DEFAULT) != 1:
+        raise RuntimeError(f"{AGENT}: no single line {BINARY_DEFAULT.strip()!r} to set the binary in")
+    return text.replace(BINARY_DEFAULT, f'OCF_RESKEY_binary_default="{binary}"\n')
+
+
+def install(directory: Path = PROVIDER_DIR, binary: str | None = None) -> Path:
+    """Install the agent as DIRECTORY/watcher, mode 755; idempotent. Returns the agent's path."""
+    text = agent_text(binary)
+    if not directory.is_dir():
+        directory.mkdir(parents=True)
+        directory.chmod(0o755)  # Pacemaker and ocf-tester read meta-data as an unprivileged user
+    target = directory / "watcher"
+    if target.is_file() and target.read_text() == text and target.stat().st_mode & 0o777 == 0o755:
+        return target
+    # a new file renamed into place: a monitor running now reads the old agent or the new one, not half
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".watcher.")
+    try:
+        with os.fdopen(fd, "w") as file:
+            file.write(text)
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def install_command(argv: list[str], binary: str) -> int:
+    """`kolabmon-watch install-agent [--directory DIR]`: one line, exit 0, or 3 if it cannot install."""
+    parser = argparse.ArgumentParser(prog="kolabmon-watch install-agent",
+                                     description="Install the Pacemaker resource agent ocf:kolabmon:watcher.")
+    parser.add_argument("--directory", type=Path, default=PROVIDER_DIR,
+                        help=f"where Pacemaker looks for provider kolabmon's agents (default {PROVIDER_DIR})")
+    args = parser.parse_args(argv)
+    try:
+        path = install(args.directory, binary)
+    except (OSError, ValueError) as error:
+        print(f"WATCH ERROR - cannot install the resource agent in {args.directory}: {error}")
+        return 3
+    print(f"WATCH OK - installed the resource agent as {path} (binary {binary})")
+    return 0
