@@ -34,8 +34,9 @@ CLI (as root; run with the project's venv python)::
     python lab/cluster.py status
     python lab/cluster.py restore NODE           # power a fenced/killed node on, as the passive node
     python lab/cluster.py fault KIND [NODE]      # hang-SVC|unhang-SVC NODE (SVC: dovecot, slapd,
-                                                 # postfix, nginx), readonly-spool NODE, kill NODE,
-                                                 # cut-interconnect, heal-interconnect, cut-all, heal-all
+                                                 # postfix, nginx), crash-SVC NODE, readonly-spool NODE, kill NODE,
+                                                 # cut-interconnect, heal-interconnect, cut-all, heal-all,
+                                                 # cut-monitor, heal-monitor
     lab/on NODE CMD...                           # run CMD in node1|node2|client|monitor
 
 Internal subcommands: ``pdu`` (the lab PDU daemon), ``client-check`` (in the client netns),
@@ -62,7 +63,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from kolabmon import pacemaker  # noqa: E402
-from lab import build, disk, faults, net, nodes, pcmk, pdu, tls  # noqa: E402
+from lab import build, disk, faults, net, nodes, pcmk, pdu, tls, watcher  # noqa: E402
 from lab.build import leftovers  # noqa: E402, F401
 from lab.client_check import client_check  # noqa: E402
 from lab.disk import make_certs  # noqa: E402, F401
@@ -271,6 +272,9 @@ class Cluster:
     hang = staticmethod(faults.hang)
     unhang = staticmethod(faults.unhang)
     readonly_spool = staticmethod(faults.readonly_spool)
+    crash = staticmethod(faults.crash)
+    cut_monitor = staticmethod(faults.cut_monitor)
+    heal_monitor = staticmethod(faults.heal_monitor)
     cut_interconnect = staticmethod(faults.cut_interconnect)
     heal_interconnect = staticmethod(faults.heal_interconnect)
     cut_all = staticmethod(faults.cut_all)
@@ -283,6 +287,8 @@ def heal(cluster: Cluster) -> None:
     for node in NODES:
         if not node_pid1(node):
             cluster.restore(node, timeout=90)
+    watcher.disable(cluster)
+    watcher.forget_takeovers(cluster)
     for node in NODES:
         cluster.crm("crm_attribute", "-N", node, "-n", DEGRADED_ATTRIBUTE, "-D", "-l", "reboot")
     cluster.crm("crm_resource", "--cleanup")

@@ -18,8 +18,8 @@ from lab.pdu import pdu_request
 from lab.topology import CLUSTER_PY, NODES, SERVICE_PIDFILES, SHARED
 from lab.util import LabError
 
-FAULTS = ("hang-SERVICE", "unhang-SERVICE", "readonly-spool", "kill", "cut-interconnect",
-          "heal-interconnect", "cut-all", "heal-all")
+FAULTS = ("hang-SERVICE", "unhang-SERVICE", "crash-SERVICE", "readonly-spool", "kill", "cut-interconnect",
+          "heal-interconnect", "cut-all", "heal-all", "cut-monitor", "heal-monitor")
 
 
 def signal_service(service: str, sig: str) -> int:
@@ -64,6 +64,21 @@ def hang(node: str, service: str) -> list[int]:
 def unhang(node: str, service: str) -> list[int]:
     """SIGCONT every process of ``service`` in ``node``."""
     return _signal_service(node, service, "CONT")
+
+
+def crash(node: str, service: str) -> int:
+    """SIGKILL the master process of ``service`` alone, as a crash would: its children notice and
+    exit, the port closes, and Pacemaker's next monitor finds it gone. Returns its PID (in the node)."""
+    if service not in SERVICE_PIDFILES:
+        raise LabError(f"unknown service {service!r} (one of {', '.join(SERVICE_PIDFILES)})")
+    res = nodes.on(node, "cat", SERVICE_PIDFILES[service])
+    words = res.stdout.split()
+    if res.returncode != 0 or not words or not words[0].isdigit():
+        raise LabError(f"crash {service} on {node}: no pid file ({res.stderr.strip()})")
+    killed = nodes.on(node, "kill", "-KILL", words[0])
+    if killed.returncode != 0:
+        raise LabError(f"crash {service} on {node}: {killed.stderr.strip()}")
+    return int(words[0])
 
 
 def readonly_spool(node: str) -> None:
@@ -113,10 +128,19 @@ def heal_all() -> None:
     heal_interconnect()
 
 
+def cut_monitor() -> None:
+    """The monitoring host off the LAN: no Icinga check, handler or notification reaches the cluster."""
+    net.set_lan_port("monitor", "down")
+
+
+def heal_monitor() -> None:
+    net.set_lan_port("monitor", "up")
+
+
 def fault(kind: str, node: str | None) -> str:
     """Inject the fault ``kind`` (one of FAULTS) on ``node`` where it needs one; say what was done."""
     no_node = {"cut-interconnect": cut_interconnect, "heal-interconnect": heal_interconnect,
-               "cut-all": cut_all, "heal-all": heal_all}
+               "cut-all": cut_all, "heal-all": heal_all, "cut-monitor": cut_monitor, "heal-monitor": heal_monitor}
     if kind in no_node:
         no_node[kind]()
         return kind
@@ -126,6 +150,9 @@ def fault(kind: str, node: str | None) -> str:
         action, service = kind.split("-", 1)
         pids = (hang if action == "hang" else unhang)(node, service)
         return f"{action} {service} on {node}: pids {' '.join(map(str, pids))} (inside the node)"
+    if kind.startswith("crash-"):
+        service = kind.removeprefix("crash-")
+        return f"SIGKILL to {service}'s master on {node}: pid {crash(node, service)} (inside the node)"
     if kind == "readonly-spool":
         readonly_spool(node)
         return f"shared disk forced read-only on {node}"

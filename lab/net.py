@@ -58,6 +58,11 @@ def set_interconnect(state: str) -> None:
         run("fault", ["ip", "-n", "hb", "link", "set", f"p-{node}", state])
 
 
+def set_lan_port(host: str, state: str) -> None:
+    """Take a machine's port on the LAN bridge "down" or "up" (its own interface stays as it is)."""
+    run("fault", ["ip", "-n", "lan", "link", "set", f"p-{host}", state])
+
+
 def isolate_on_lan(isolated: bool) -> None:
     """Isolated bridge ports reach the client and monitor, not each other."""
     for node in NODES:

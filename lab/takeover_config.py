@@ -25,8 +25,11 @@ def imap_check(timeout: str = "5") -> list[str]:
 
 
 def write(directory: Path, *, cooldown: float = 600, soft_attempt: int = 0, fence: bool = False,
-          move: str = "attribute", transition_timeout: float = 120) -> Path:
-    """Write takeover.toml (and the probe's password file) into `directory`; return the config path."""
+          move: str = "attribute", transition_timeout: float = 120, on_node: bool = False,
+          name: str = "takeover.toml") -> Path:
+    """Write takeover.toml (and the probe's password file) into `directory`; return the config path.
+    `on_node`: for a kolabmon-takeover that runs on a cluster node (an Icinga agent's handler), whose
+    cluster tools run locally (no prefix). The watcher ignores prefixes anyway."""
     directory.mkdir(parents=True, exist_ok=True)
     secret = directory / "imap.pw"
     secret.write_text(servers.USERS[USER] + "\n")
@@ -42,8 +45,8 @@ def write(directory: Path, *, cooldown: float = 600, soft_attempt: int = 0, fenc
     (directory / "ldap.pw").write_text(servers.LDAP_SERVICE_PASSWORD + "\n")
     (directory / "ldap.pw").chmod(0o600)
     storage = [str(BIN / "check_kolab_storage"), "--path", str(cluster.SHARED), "--fstype", "ext4", "-t", "8"]
-    prefix = f"{cluster.ON} {{node}}"
-    config = directory / "takeover.toml"
+    prefix = "" if on_node else f"{cluster.ON} {{node}}"
+    config = directory / name
     config.write_text(f"""# kolabmon-takeover for the lab cluster ({cluster.CLUSTER_NAME})
 cluster = "kolab-cluster"
 hosts = ["kolab-cluster", "node1", "node2"]

@@ -267,5 +267,8 @@ def build(args: argparse.Namespace, clock: runtime.Clock) -> nagiosplugin.Check:
     return runtime.check(lookup, contexts(args), present(lookup))  # type: ignore[arg-type]
 
 
+PLUGIN = runtime.Plugin(SERVICE, build, make_parser)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    return runtime.main(SERVICE, build, make_parser, argv)
+    return PLUGIN.main(argv)

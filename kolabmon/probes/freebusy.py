@@ -214,6 +214,8 @@ def build(args: argparse.Namespace, clock: runtime.Clock) -> nagiosplugin.Check:
     return runtime.check(FreeBusyFetch(args, clock), contexts(args), present(args))  # type: ignore[arg-type]
 
 
+PLUGIN = runtime.Plugin(SERVICE, build, make_parser, required=(), validate=settle, logs_in=lambda args: bool(args.user))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    return runtime.main(SERVICE, build, make_parser, argv, required=(), validate=settle,
-                        logs_in=lambda args: bool(args.user))
+    return PLUGIN.main(argv)

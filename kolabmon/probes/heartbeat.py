@@ -287,5 +287,8 @@ def build(args: argparse.Namespace, clock: runtime.Clock) -> nagiosplugin.Check:
     return runtime.check(resource, contexts(args), present(resource, args))  # type: ignore[arg-type]
 
 
+PLUGIN = runtime.Plugin(SERVICE, build, make_parser, required=(), validate=validate)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    return runtime.main(SERVICE, build, make_parser, argv, required=(), validate=validate)
+    return PLUGIN.main(argv)

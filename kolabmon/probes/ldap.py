@@ -165,6 +165,9 @@ def build(args: argparse.Namespace, clock: runtime.Clock) -> nagiosplugin.Check:
     return runtime.check(LdapSearch(args, clock), contexts(args), present(args))  # type: ignore[arg-type]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    return runtime.main(SERVICE, build, make_parser, argv, required=("hostname", "base"),
+PLUGIN = runtime.Plugin(SERVICE, build, make_parser, required=("hostname", "base"),
                         logs_in=lambda args: bool(args.bind_dn))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return PLUGIN.main(argv)

@@ -295,5 +295,8 @@ def build(args: argparse.Namespace, clock: runtime.Clock) -> nagiosplugin.Check:
     return runtime.check(check, contexts(args), present(args, check))
 
 
+PLUGIN = runtime.Plugin(SERVICE, build, make_parser, required=("user",), logs_in=lambda args: True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    return runtime.main(SERVICE, build, make_parser, argv, required=("user",), logs_in=lambda args: True)
+    return PLUGIN.main(argv)

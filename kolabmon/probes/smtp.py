@@ -131,5 +131,8 @@ def build(args: argparse.Namespace, clock: runtime.Clock) -> nagiosplugin.Check:
     return runtime.check(check, contexts(args), present(args, check))
 
 
+PLUGIN = runtime.Plugin(SERVICE, build, make_parser, logs_in=lambda args: bool(args.user))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    return runtime.main(SERVICE, build, make_parser, argv, logs_in=lambda args: bool(args.user))
+    return PLUGIN.main(argv)

@@ -342,5 +342,8 @@ def build(args: argparse.Namespace, clock: runtime.Clock, mountinfo: str = MOUNT
     return runtime.check(probe, contexts(args), present(probe))  # type: ignore[arg-type]
 
 
+PLUGIN = runtime.Plugin(SERVICE, build, make_parser, required=("path",))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    return runtime.main(SERVICE, build, make_parser, argv, required=("path",))
+    return PLUGIN.main(argv)

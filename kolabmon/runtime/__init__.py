@@ -32,9 +32,11 @@ from kolabmon.runtime.base import (
 from kolabmon.runtime.checks import check, days_left, explain, findings, line_end, plain, threshold
 from kolabmon.runtime.clock import (
     CHILD_KILL_MARGIN,
+    GONE,
     GOODBYE_LIMIT,
     GOODBYE_MARGIN,
     HANG_MARGIN,
+    HUNG,
     LOCK_SLACK,
     REPORT_SHARE,
     REPROBE_MIN,
@@ -42,11 +44,13 @@ from kolabmon.runtime.clock import (
     SHORTEST_WAIT,
     TOOL_TIMEOUT_MARGIN,
     WATCHDOG_GRACE,
+    WRONG,
     Clock,
     classify,
+    failure_kind,
     safe_classify,
 )
-from kolabmon.runtime.executable import Watchdog, execute, main, run
+from kolabmon.runtime.executable import Plugin, Watchdog, execute, main, run
 from kolabmon.runtime.options import (
     HIDDEN,
     Parser,
@@ -69,9 +73,10 @@ __all__ = [
     "CRITICAL", "DEFAULT_TIMEOUT", "OK", "PASSWORD_ENV", "STATE_NAMES", "UNKNOWN", "WARNING", "WATCHDOG_GRACE",
     "Outcome", "PluginError", "UsageError", "__version__", "clean", "status_line",
     "check", "days_left", "explain", "findings", "line_end", "plain", "threshold",
-    "CHILD_KILL_MARGIN", "GOODBYE_LIMIT", "GOODBYE_MARGIN", "HANG_MARGIN", "LOCK_SLACK", "REPORT_SHARE", "REPROBE_MIN",
-    "REPROBE_WINDOWS", "SHORTEST_WAIT", "TOOL_TIMEOUT_MARGIN", "Clock", "classify", "safe_classify",
-    "Watchdog", "execute", "main", "run",
+    "CHILD_KILL_MARGIN", "GOODBYE_LIMIT", "GOODBYE_MARGIN", "HANG_MARGIN", "LOCK_SLACK", "REPORT_SHARE",
+    "REPROBE_MIN", "REPROBE_WINDOWS", "SHORTEST_WAIT", "TOOL_TIMEOUT_MARGIN", "Clock", "classify", "safe_classify",
+    "failure_kind", "HUNG", "GONE", "WRONG",
+    "Plugin", "Watchdog", "execute", "main", "run",
     "HIDDEN", "Parser", "add_auth", "add_tls", "command_line", "days", "nagios_range", "parse", "parser", "password",
     "port_number", "positive_seconds", "readable_ca", "state_name", "zero_or_one",
 ]

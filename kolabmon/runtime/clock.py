@@ -97,6 +97,23 @@ def classify(exc: BaseException, clock: Clock, timeout_state: int = CRITICAL) ->
     return UNKNOWN, f"internal error: {type(exc).__name__}: {exc} (while {step})"
 
 
+# What a failed check's line says about the service, for whoever must decide what to do about it
+# (the takeover): the words come from classify() above, the watchdog and the storage probe's hang.
+HUNG, GONE, WRONG = "hung", "gone", "wrong"
+HUNG_WORDS = ("no answer within", " hung (while ")
+GONE_WORDS = ("connection refused", "connection reset by the server")
+
+
+def failure_kind(line: str) -> str:
+    """HUNG: no answer at all (its stop will likely hang too); GONE: refused or reset (the process is
+    not there: the cluster manager restarts it in place); WRONG: it answered, wrongly."""
+    if any(words in line for words in HUNG_WORDS):
+        return HUNG
+    if any(words in line for words in GONE_WORDS):
+        return GONE
+    return WRONG
+
+
 def safe_classify(exc: BaseException, clock: Clock, timeout_state: int = CRITICAL) -> tuple[int, str]:
     """`classify`, and should an odd exception break it, still one UNKNOWN line."""
     try:

@@ -7,9 +7,9 @@ import os
 import time
 from collections.abc import Callable, Sequence
 
-from kolabmon.runtime.base import CRITICAL, Outcome, clean, status_line
+from kolabmon.runtime.base import CRITICAL, Outcome, UsageError, clean, status_line
 from kolabmon.runtime.clock import WATCHDOG_GRACE, Clock, safe_classify
-from kolabmon.runtime.options import Parser, command_line, password, readable_ca
+from kolabmon.runtime.options import Parser, command_line, parse, password, readable_ca
 
 TYPE_CHECKING = False  # see kolabmon.runtime
 if TYPE_CHECKING:
@@ -86,25 +86,62 @@ def main(service: str, build: Callable[[argparse.Namespace, Clock], nagiosplugin
          required: Sequence[str] = ("hostname",),
          logs_in: Callable[[argparse.Namespace], bool] = lambda args: False,
          validate: Callable[[argparse.Namespace], None] | None = None) -> int:
-    """The executable: parse, arm the watchdog, run, print one line, return the exit code.
+    """The executable: parse, arm the watchdog, run, print one line, return the exit code."""
+    return Plugin(service, build, make_parser, required=required, logs_in=logs_in, validate=validate).main(argv)
+
+
+class Plugin:
+    """A probe as its callers see it: the executable (`main`) and a resident process that runs it
+    in-process, again and again (`prepare` once, then `run`: no interpreter start per check).
 
     `validate(args)` checks options against each other (UsageError → one UNKNOWN line, before any
     library is imported). When `logs_in(args)` is true the password is looked up once, kept in
     `args.password` for `build`, and redacted from everything printed.
     """
-    clock = Clock()
 
-    def settle(args: argparse.Namespace) -> None:
+    def __init__(self, service: str, build: Callable[[argparse.Namespace, Clock], nagiosplugin.Check],
+                 make_parser: Callable[[], Parser], *, required: Sequence[str] = ("hostname",),
+                 logs_in: Callable[[argparse.Namespace], bool] = lambda args: False,
+                 validate: Callable[[argparse.Namespace], None] | None = None) -> None:
+        self.service, self.build, self.make_parser = service, build, make_parser
+        self.required, self.logs_in, self.validate = required, logs_in, validate
+
+    def settle(self, args: argparse.Namespace) -> None:
         readable_ca(args)
-        if validate:
-            validate(args)
-        args.password = password(args) if logs_in(args) else None
+        if self.validate:
+            self.validate(args)
+        args.password = password(args) if self.logs_in(args) else None
 
-    args = command_line(make_parser(), argv, required, settle)
-    if isinstance(args, int):
+    def main(self, argv: Sequence[str] | None = None) -> int:
+        clock = Clock()
+        args = command_line(self.make_parser(), argv, self.required, self.settle)
+        if isinstance(args, int):
+            return args
+        clock.timeout = args.timeout
+        secrets = [args.password] if args.password else []
+        return execute(self.service, clock, args.timeout_state, secrets,
+                       lambda: run(self.service, self.build(args, clock), clock, timeout_state=args.timeout_state,
+                                   verbose=args.verbose, secrets=secrets))
+
+    def prepare(self, argv: Sequence[str]) -> argparse.Namespace:
+        """The options for in-process runs, checked once; UsageError in one line."""
+        args = parse(self.make_parser(), argv, self.required)
+        if args.help or args.version:
+            raise UsageError("--help/--version is not a check")
+        self.settle(args)
         return args
-    clock.timeout = args.timeout
-    secrets = [args.password] if args.password else []
-    return execute(service, clock, args.timeout_state, secrets,
-                   lambda: run(service, build(args, clock), clock, timeout_state=args.timeout_state,
-                               verbose=args.verbose, secrets=secrets))
+
+    def run(self, args: argparse.Namespace, timeout: float) -> Outcome:
+        """One check in-process within `timeout` seconds (no watchdog: the caller keeps running)."""
+        import copy
+
+        clock = Clock(timeout)
+        args = copy.copy(args)  # build() may fill in defaults (the port): each run starts from the same options
+        args.timeout = timeout
+        secrets = [args.password] if args.password else []
+        try:
+            check = self.build(args, clock)
+        except Exception as exc:
+            state, message = safe_classify(exc, clock, args.timeout_state)
+            return Outcome(state, status_line(self.service, state, message, secrets))
+        return run(self.service, check, clock, timeout_state=args.timeout_state, secrets=secrets)

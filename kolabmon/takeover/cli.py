@@ -1,7 +1,9 @@
-"""kolabmon-takeover: the Icinga event handler. Parse the macros, lock, decide, act, verify, log.
+"""kolabmon-takeover: the Icinga event handler. Parse the macros and hand them to the takeover
+(kolabmon/takeover/action.py: lock, decide, act, verify, log), which the watcher shares.
 
     kolabmon-takeover [--config FILE] [--dry-run] --host H --service S --state STATE
                       --state-type SOFT|HARD --attempt N --max-attempts N [--flapping 0|1]
+                      [--output TEXT] [--timeout SECONDS]
     kolabmon-takeover [--config FILE] recover NODE
 
 Exit 0: acted and verified, or nothing to do; 1: refused or deferred by policy; 2: acted and
@@ -12,21 +14,17 @@ JSON line per decision in the audit log, fsync'ed.
 from __future__ import annotations
 
 import argparse
-import fcntl
 import os
-import subprocess
+import socket
 import sys
-import time
 from collections.abc import Sequence
-from pathlib import Path
 
 from kolabmon import runtime
 from kolabmon.takeover import audit, policy
-from kolabmon.takeover.config import Config, ConfigError, Probe, load
+from kolabmon.takeover.config import BUDGET_MARGIN, Config, ConfigError, load
 
 DEFAULT_CONFIG = "/etc/kolabmon/takeover.toml"
 EXIT_FAILED, EXIT_USAGE = 2, 3
-LABELS = {policy.ACT: "ACTED", policy.NOTHING: "NOTHING", policy.WAIT: "WAIT", policy.REFUSE: "REFUSED"}
 
 
 def _positive(text: str) -> int:
@@ -71,76 +69,16 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--max-attempts", required=True, type=_positive, help="$service.max_check_attempts$")
     p.add_argument("--flapping", type=runtime.zero_or_one, default=False,
                    help="$service.flapping$ as 0|1 (the EventCommand converts true/false)")
+    p.add_argument("--output", help="$service.output$: a hang is re-probed with hang_probe_timeout")
+    p.add_argument("--timeout", type=runtime.positive_seconds,
+                   help=f"the EventCommand's timeout: the takeover ends {BUDGET_MARGIN:g} s before it "
+                   "(default: 'budget' from the config)")
     args = p.parse_args(argv)
     for name in ("host", "service"):
         if not getattr(args, name).strip():
             raise runtime.UsageError(f"--{name} is empty (undefined Icinga macro?)")
     args.command = None
     return args
-
-
-# --- lock ------------------------------------------------------------------------------------
-
-
-class Lock:
-    """One decision and move at a time. A second caller (another service's event, or the same one
-    again) waits its turn, up to `wait` seconds, and then decides on what the first one left:
-    dropping it would lose the event when the first caller refused. `waited` says it had to wait."""
-
-    def __init__(self, path: Path, wait: float) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o640)
-        self.held = self.waited = False
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                self.held = True
-                return
-            except BlockingIOError:
-                self.waited = True
-                if time.monotonic() >= deadline:
-                    return
-                time.sleep(0.2)
-
-    def release(self) -> None:
-        os.close(self.fd)
-
-
-# --- probes: second opinion and verification ---------------------------------------------------
-
-
-def run_probe(config: Config, probe: Probe, active: str | None, timeout: float) -> tuple[int, str]:
-    """Run a check; (exit code, its first line). Bare names are found beside this executable."""
-    argv = list(probe.argv)
-    if "/" not in argv[0]:
-        beside = Path(sys.argv[0]).resolve().parent / argv[0]
-        argv[0] = str(beside) if beside.exists() else argv[0]
-    if probe.on_active_node and active:
-        from kolabmon import pacemaker
-
-        argv = pacemaker.node_command(config.nodes[active], active, argv)
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
-                              errors="replace")
-    except FileNotFoundError:
-        return 3, f"{argv[0]} not found"
-    except subprocess.TimeoutExpired:
-        return 2, f"no answer within {timeout:.0f} s"
-    first = (proc.stdout.strip().splitlines() or [f"exit {proc.returncode}"])[0]
-    return proc.returncode, first.split(" | ", 1)[0]  # the status line without its perfdata
-
-
-def verify(config: Config, probe: Probe, active: str, deadline: float) -> tuple[int, str]:
-    """The failing probe must pass on the cluster IP, served by the new node; retried until the deadline."""
-    code, line = 2, "not run"
-    while time.monotonic() < deadline:
-        left = max(deadline - time.monotonic(), runtime.REPROBE_MIN)
-        code, line = run_probe(config, probe, active, min(config.probe_timeout, left))
-        if code == 0:
-            break
-        time.sleep(1)
-    return code, line
 
 
 # --- main -----------------------------------------------------------------------------------
@@ -163,6 +101,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "recover":
             return recover(config, args)
         return takeover(config, args)
+    except runtime.UsageError as exc:
+        say("ERROR", str(exc))
+        return EXIT_USAGE
     except OSError as exc:  # the lock or the audit log cannot be written: the state dir is wrong
         say("ERROR", f"cannot write {exc.filename or 'the state directory'}: {exc.strerror} "
             f"(state_dir, lock and audit in {args.config})")
@@ -195,85 +136,18 @@ def recover(config: Config, args: argparse.Namespace) -> int:
 
 
 def takeover(config: Config, args: argparse.Namespace) -> int:
-    from kolabmon.takeover.backends import MOVED, BackendError, make
+    from kolabmon.takeover.action import Trigger, take_over
 
-    started = time.monotonic()
     event = policy.Event(args.host, args.service, args.state, args.state_type, args.attempt, args.max_attempts,
                          args.flapping)
-    record = audit.event_record(config.cluster, event, args.dry_run)
-    durations: dict[str, float] = {}
-
-    def finish(decision: str, reason: str, code: int, label: str, **extra: object) -> int:
-        durations["total"] = round(time.monotonic() - started, 3)
-        audit.append(config.audit, audit.decided(record, decision, reason, code, durations, **extra))
-        say(label, reason)
-        return code
-
-    first = policy.decide_event(event, config.rules)
-    if first is not None:  # OK/WARNING/SOFT events: decided without touching the cluster
-        return finish(first.action, first.reason, first.exit_code, LABELS[first.action])
-    waiting_since = time.time()
-    lock = Lock(config.lock, wait=config.transition_timeout + runtime.REPROBE_WINDOWS * config.probe_timeout
-                + runtime.LOCK_SLACK)
-    if not lock.held:
-        lock.release()
-        return finish("nothing", "another takeover is still in progress: this call does nothing", 0, "NOTHING")
-    try:
-        moved_at = audit.moved_at(config.audit)
-        if lock.waited and moved_at is not None and moved_at >= waiting_since - 1:
-            return finish("nothing", f"another call moved the group {time.time() - moved_at:.0f} s ago: "
-                          "this call does nothing", 0, "NOTHING")
-        backend = make(config)
-        try:
-            cluster = backend.cluster()
-        except BackendError as exc:
-            return finish(policy.REFUSE, f"cannot decide: {exc}", 1, "REFUSED")
-        record["cluster_state"] = cluster.__dict__
-        decision = policy.decide(event, config.rules, cluster, time.time(), moved_at)
-        durations["decide"] = round(time.monotonic() - started, 3)
-        if decision.action != policy.ACT:
-            return finish(decision.action, decision.reason, decision.exit_code, LABELS[decision.action])
-        problem = backend.setup_problem()
-        if problem:
-            return finish(policy.REFUSE, problem, 1, "REFUSED")
-        source, target = cluster.active, cluster.passive
-        assert source and target  # the policy acts only with both
-        probe = config.probes[event.service]
-        mark = time.monotonic()
-        code, line = run_probe(config, probe, source, config.probe_timeout)
-        durations["reprobe"] = round(time.monotonic() - mark, 3)
-        record["second_opinion"] = audit.probe_result(code, line)
-        if code == 0:
-            return finish(policy.REFUSE, f"second opinion: {event.service} passes now ({line}); not moving", 1,
-                          "REFUSED")
-        if args.dry_run:
-            return finish(policy.ACT, f"dry run: would move {config.group} {source} -> {target} "
-                          f"(second opinion: {line})", 0, "NOTHING")
-        mark = time.monotonic()
-        try:
-            backend.move(source, target)
-            settled = backend.settle(source, target, config.transition_timeout)
-        except BackendError as exc:
-            return finish(policy.ACT, f"move {source} -> {target} failed: {exc}", EXIT_FAILED, "FAILED",
-                          moved=False)
-        durations["move"] = round(time.monotonic() - mark, 3)
-        record["fenced"] = settled.fenced
-        if settled.outcome != MOVED:
-            return finish(policy.ACT, f"move {source} -> {target} {settled.outcome}: {settled.detail}", EXIT_FAILED,
-                          "FAILED", moved=False)
-        mark = time.monotonic()
-        code, line = verify(config, probe, target, mark + config.probe_timeout * runtime.REPROBE_WINDOWS)
-        durations["verify"] = round(time.monotonic() - mark, 3)
-        record["verify"] = audit.probe_result(code, line)
-        fenced = f", {source} fenced" if settled.fenced else ""
-        moved_for = round(time.monotonic() - started, 1)
-        if code != 0:
-            return finish(policy.ACT, f"moved {config.group} {source} -> {target}{fenced}, but {event.service} still "
-                          f"fails: {line}", EXIT_FAILED, "FAILED", moved=True)
-        return finish(policy.ACT, f"moved {config.group} {source} -> {target} in {moved_for} s{fenced}; "
-                      f"{event.service} verified: {line}", 0, "ACTED", moved=True)
-    finally:
-        lock.release()
+    budget = config.budget if args.timeout is None else args.timeout - BUDGET_MARGIN
+    if budget < config.move_needs():
+        raise runtime.UsageError(f"--timeout {args.timeout:g} s cannot hold one takeover ({config.move_needs():g} s "
+                                 f"+ {BUDGET_MARGIN:g} s, see 'budget' in {args.config})")
+    result = take_over(config, Trigger(event, f"icinga on {socket.gethostname()}", args.output or "",
+                                       dry_run=args.dry_run), budget)
+    say(result.label, result.reason)
+    return result.code
 
 
 if __name__ == "__main__":

@@ -8,9 +8,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kolabmon import runtime
 from kolabmon.takeover.policy import Rules
 
 DEFAULT_STATE_DIR = Path("/var/lib/kolabmon")
+# Icinga's EventCommand "kolabmon-takeover" has `timeout = 300`: a takeover ends this much earlier
+# (interpreter start, the audit record), so Icinga never kills one mid-move.
+DEFAULT_BUDGET = 290.0
+BUDGET_MARGIN = 10.0
 
 
 class ConfigError(Exception):
@@ -26,6 +31,22 @@ class Probe:
 
 
 @dataclass(frozen=True)
+class Watch:
+    """kolabmon-watch, the resident watcher on each node: how often it probes, how long a probe may
+    take, and how many failures in a row (ending within `window` seconds) confirm a fault. With the
+    defaults a hung service is confirmed after about 3 s of silence; a 2 s blip fails one probe at most."""
+
+    interval: float = 0.5
+    timeout: float = 1.25
+    failures: int = 2
+    window: float = 10.0
+    services: tuple[str, ...] = ()              # the services it probes (default: all of [services])
+    retry: float = 30.0                         # after a refused or failed takeover, act again at most this often
+    fault_attribute: str = "kolabmon-fault"     # the node attribute that says what failed on a node
+    health_attribute: str = "#health-kolabmon"  # Pacemaker's node health: green or yellow, never red
+
+
+@dataclass(frozen=True)
 class Config:
     cluster: str
     nodes: dict[str, str]                     # node name → command prefix ('' = local)
@@ -38,9 +59,18 @@ class Config:
     fence: bool = False                       # may ask Pacemaker to fence a blocked degraded node
     transition_timeout: float = 120.0
     probe_timeout: float = 15.0
+    hang_probe_timeout: float = 3.0           # second opinion on a hang: a healthy server answers well within it
+    budget: float = DEFAULT_BUDGET            # every takeover ends within this many seconds
     lock: Path = DEFAULT_STATE_DIR / "takeover.lock"
     audit: Path = DEFAULT_STATE_DIR / "audit.jsonl"
     commands: dict[str, tuple[str, ...]] = field(default_factory=dict)  # the command backend's argv
+    watch: Watch = field(default_factory=Watch)
+
+    def move_needs(self) -> float:
+        """The longest one takeover can take once it holds the lock: second opinion (with Pacemaker's
+        restart in place first), the transition, the verification. The budget must hold it."""
+        return (self.probe_timeout + self.rules.restart_grace + self.transition_timeout
+                + runtime.REPROBE_WINDOWS * self.probe_timeout)
 
 
 def _get(table: dict, key: str, kind: type | tuple[type, ...], where: str, default: Any = ...) -> Any:
@@ -57,11 +87,29 @@ def _get(table: dict, key: str, kind: type | tuple[type, ...], where: str, defau
     return value
 
 
-def _positive(table: dict, key: str, default: float) -> float:
-    value = float(_get(table, key, (int, float), "config", default))
+def _positive(table: dict, key: str, default: float, where: str = "config") -> float:
+    value = float(_get(table, key, (int, float), where, default))
     if not value > 0:  # also refuses nan
-        raise ConfigError(f"config: '{key}' must be a positive number of seconds, not {value:g}")
+        raise ConfigError(f"{where}: '{key}' must be a positive number of seconds, not {value:g}")
     return value
+
+
+def _watch(table: dict, services: dict[str, Probe]) -> Watch:
+    _only(table, WATCH, "in [watch]")
+    names = _get(table, "services", list, "[watch]", list(services))
+    unknown = [name for name in names if name not in services]
+    if unknown or not names or not all(isinstance(name, str) for name in names):
+        raise ConfigError(f"[watch]: 'services' must name services of [services] ({', '.join(services)}), "
+                          f"not {', '.join(map(str, unknown)) or 'none'}")
+    failures = _get(table, "failures", int, "[watch]", Watch.failures)
+    if failures < 1:
+        raise ConfigError("[watch]: 'failures' must be 1 or more")
+    return Watch(interval=_positive(table, "interval", Watch.interval, "[watch]"),
+                 timeout=_positive(table, "timeout", Watch.timeout, "[watch]"), failures=failures,
+                 window=_positive(table, "window", Watch.window, "[watch]"), services=tuple(names),
+                 retry=_positive(table, "retry", Watch.retry, "[watch]"),
+                 fault_attribute=str(_get(table, "fault_attribute", str, "[watch]", Watch.fault_attribute)),
+                 health_attribute=str(_get(table, "health_attribute", str, "[watch]", Watch.health_attribute)))
 
 
 def _argv(value: object, where: str) -> tuple[str, ...]:
@@ -75,11 +123,13 @@ def _argv(value: object, where: str) -> tuple[str, ...]:
 # The keys each table may hold. A misspelt key is refused, never ignored: a 'prefx' would leave a node
 # local, an 'onn' would re-probe on the wrong node, and neither would say so until a takeover.
 TOP_LEVEL = frozenset({"cluster", "group", "hosts", "cooldown", "soft_attempt", "backend", "move", "attribute",
-                       "fence", "transition_timeout", "probe_timeout", "state_dir", "lock", "audit", "nodes",
-                       "services", "commands"})
+                       "fence", "transition_timeout", "probe_timeout", "hang_probe_timeout", "restart_grace",
+                       "budget", "state_dir", "lock", "audit", "nodes", "services", "commands", "watch"})
 NODE = frozenset({"prefix"})                                   # [nodes.NODE]
 SERVICE = frozenset({"reprobe", "on"})                         # [services.SERVICE]
 COMMANDS = frozenset({"active", "move", "peer_ok", "recover"})  # [commands], the command backend's argv
+WATCH = frozenset({"interval", "timeout", "failures", "window", "services", "retry", "fault_attribute",
+                   "health_attribute"})                       # [watch]
 
 
 def _only(table: dict, known: frozenset[str], where: str) -> None:
@@ -133,8 +183,10 @@ def load(path: str | Path) -> Config:
         raise ConfigError("config: 'hosts' must be a list of Icinga host names")
     soft = _get(data, "soft_attempt", int, "config", 0)
     cooldown = _get(data, "cooldown", (int, float), "config", 600)
-    if soft < 0 or cooldown < 0:
-        raise ConfigError("config: 'soft_attempt' and 'cooldown' must not be negative")
+    grace = _get(data, "restart_grace", (int, float), "config", Rules.restart_grace)
+    for key, value in (("soft_attempt", soft), ("cooldown", cooldown), ("restart_grace", grace)):
+        if value < 0:
+            raise ConfigError(f"config: '{key}' must not be negative")
     backend = _get(data, "backend", str, "config", "pacemaker")
     if backend not in ("pacemaker", "command"):
         raise ConfigError(f"config: unknown backend {backend!r} (pacemaker, command)")
@@ -149,15 +201,22 @@ def load(path: str | Path) -> Config:
         if missing:
             raise ConfigError(f"config: backend command needs [commands] {', '.join(sorted(missing))}")
     state_dir = Path(str(_get(data, "state_dir", str, "config", str(DEFAULT_STATE_DIR))))
-    return Config(
+    config = Config(
         cluster=cluster, nodes=nodes, group=str(_get(data, "group", str, "config", "kolab")),
         rules=Rules(hosts=frozenset(hosts), services=frozenset(probes),
-                    soft_attempt=soft or None, cooldown=float(cooldown)),
+                    soft_attempt=soft or None, cooldown=float(cooldown), restart_grace=float(grace)),
         probes=probes, backend=str(backend), move=str(move),
         attribute=str(_get(data, "attribute", str, "config", "kolab-degraded")),
         fence=bool(_get(data, "fence", bool, "config", False)),
         transition_timeout=_positive(data, "transition_timeout", 120),
         probe_timeout=_positive(data, "probe_timeout", 15),
+        hang_probe_timeout=_positive(data, "hang_probe_timeout", 3),
+        budget=_positive(data, "budget", DEFAULT_BUDGET),
         lock=Path(str(_get(data, "lock", str, "config", str(state_dir / "takeover.lock")))),
         audit=Path(str(_get(data, "audit", str, "config", str(state_dir / "audit.jsonl")))),
-        commands=commands)
+        commands=commands, watch=_watch(_get(data, "watch", dict, "config", {}), probes))
+    if config.budget < config.move_needs() + BUDGET_MARGIN:
+        raise ConfigError(f"config: 'budget' {config.budget:g} s cannot hold one takeover: probe_timeout, "
+                          f"restart_grace, transition_timeout and the verification need {config.move_needs():g} s "
+                          f"+ {BUDGET_MARGIN:g} s (raise the budget and the EventCommand's timeout, or lower those)")
+    return config

@@ -40,6 +40,7 @@ class Rules:
     services: frozenset[str]         # failover-relevant service names
     soft_attempt: int | None = None  # also act on SOFT CRITICAL at this attempt (None: HARD only)
     cooldown: float = 600.0          # seconds after a move during which no new move is made
+    restart_grace: float = 30.0      # a refused/reset service gets this long for Pacemaker's restart in place
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,29 @@ class Cluster:
     passive_degraded: bool            # marked by kolabmon, in standby/maintenance, or its links down
     transition: str | None = None     # something already in flight (fencing, a move): its words
     split: bool = False               # group active on more than one node
+
+
+@dataclass(frozen=True)
+class LastMove:
+    """The last move kolabmon made in this cluster (the cluster keeps it, so every trigger sees it)."""
+
+    epoch: float
+    source: str
+    target: str
+    origin: str                       # who made it: "icinga on HOST", "watcher on NODE"
+
+    def words(self, now: float) -> str:
+        return f"{self.origin} moved the group {self.source} -> {self.target} {now - self.epoch:.0f} s ago"
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One failed probe as the watcher saw it (monotonic times) and what its line says (runtime.failure_kind)."""
+
+    started: float
+    ended: float
+    kind: str
+    line: str
 
 
 @dataclass(frozen=True)
@@ -83,7 +107,21 @@ def decide_event(event: Event, rules: Rules) -> Decision | None:
     return None
 
 
-def decide(event: Event, rules: Rules, cluster: Cluster, now: float, last_move: float | None) -> Decision:
+def confirmed(streak: list[Failure], needed: int, window: float, rules: Rules) -> bool:
+    """The watcher's rule: `needed` failures in a row, from the first one's start to the last one's end
+    within `window` seconds; a service that is gone (refused, reset) only once it has stayed gone for
+    `restart_grace`, so that Pacemaker's monitor and restart in place come first."""
+    if len(streak) < needed:
+        return False
+    recent = streak[-needed:]
+    if recent[-1].ended - recent[0].started > window:
+        return False
+    if recent[-1].kind == runtime.GONE:
+        return recent[-1].ended - streak[0].started >= rules.restart_grace
+    return True
+
+
+def decide(event: Event, rules: Rules, cluster: Cluster, now: float, last_move: LastMove | None) -> Decision:
     """Act, wait, refuse or nothing, with the reason in words. HARD is the state type, not attempt = max
     (Icinga passes check_attempt 1 on the HARD change)."""
     first = decide_event(event, rules)
@@ -97,8 +135,8 @@ def decide(event: Event, rules: Rules, cluster: Cluster, now: float, last_move: 
         return Decision(REFUSE, "no quorum: this partition may not move anything")
     if cluster.active is None:
         return Decision(REFUSE, "the group runs nowhere: nothing to move (see check_kolab_heartbeat)")
-    if last_move is not None and now - last_move < rules.cooldown:
-        return Decision(REFUSE, f"cool-down: last move {now - last_move:.0f} s ago (< {rules.cooldown:.0f} s)")
+    if last_move is not None and now - last_move.epoch < rules.cooldown:
+        return Decision(REFUSE, f"cool-down: {last_move.words(now)} (< {rules.cooldown:.0f} s)")
     if cluster.passive is None:
         return Decision(REFUSE, "no passive node to move to")
     if not cluster.passive_online:

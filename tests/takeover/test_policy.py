@@ -8,7 +8,21 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kolabmon.takeover.policy import ACT, NOTHING, REFUSE, STATE_TYPES, STATES, WAIT, Cluster, Event, Rules, decide
+from kolabmon.takeover.policy import (
+    ACT,
+    NOTHING,
+    REFUSE,
+    STATE_TYPES,
+    STATES,
+    WAIT,
+    Cluster,
+    Event,
+    Failure,
+    LastMove,
+    Rules,
+    confirmed,
+    decide,
+)
 
 RULES = Rules(hosts=frozenset({"kolab-cluster", "node1", "node2"}),
               services=frozenset({"imap", "smtp", "roundtrip", "storage"}), cooldown=600)
@@ -70,9 +84,10 @@ def test_transition_in_flight_waits() -> None:
 
 
 def test_cooldown() -> None:
-    assert decide(event(), RULES, HEALTHY, NOW, NOW - 599).action == REFUSE
-    assert "cool-down" in decide(event(), RULES, HEALTHY, NOW, NOW - 10).reason
-    assert decide(event(), RULES, HEALTHY, NOW, NOW - 601).action == ACT
+    assert decide(event(), RULES, HEALTHY, NOW, moved(NOW - 599)).action == REFUSE
+    reason = decide(event(), RULES, HEALTHY, NOW, moved(NOW - 10)).reason
+    assert reason == "cool-down: watcher on node2 moved the group node1 -> node2 10 s ago (< 600 s)"
+    assert decide(event(), RULES, HEALTHY, NOW, moved(NOW - 601)).action == ACT
 
 
 clusters = st.builds(Cluster, quorate=st.booleans(), active=st.sampled_from([None, "node1", "node2"]),
@@ -85,9 +100,13 @@ events = st.builds(Event, host=st.sampled_from(["kolab-cluster", "node1", "elsew
                    max_attempts=st.integers(1, 5), flapping=st.booleans())
 
 
+def moved(epoch: float) -> LastMove:
+    return LastMove(epoch, "node1", "node2", "watcher on node2")
+
+
 @given(events, clusters, st.sampled_from([None, 0.0, NOW - 10, NOW - 10_000]))
 def test_acts_only_when_every_rule_allows(ev: Event, cluster: Cluster, last_move: float | None) -> None:
-    decision = decide(ev, RULES, cluster, NOW, last_move)
+    decision = decide(ev, RULES, cluster, NOW, None if last_move is None else moved(last_move))
     assert decision.reason
     if decision.action == ACT:
         assert ev.state == "CRITICAL" and ev.state_type == "HARD" and not ev.flapping
@@ -95,3 +114,25 @@ def test_acts_only_when_every_rule_allows(ev: Event, cluster: Cluster, last_move
         assert cluster.quorate and cluster.passive_online and cluster.passive_member and not cluster.split
         assert not cluster.passive_degraded and cluster.transition is None and cluster.active
         assert last_move is None or NOW - last_move >= RULES.cooldown
+
+
+# --- the watcher's confirmation ---------------------------------------------------------------
+
+GRACE = Rules(hosts=frozenset({"node1"}), services=frozenset({"imap"}), restart_grace=20)
+
+
+def streak(*spans: tuple[float, float], kind: str = "hung") -> list[Failure]:
+    return [Failure(start, end, kind, "IMAP CRITICAL - no answer") for start, end in spans]
+
+
+def test_confirmed_after_n_failures_in_a_row_within_the_window() -> None:
+    assert not confirmed(streak((0, 1.25)), 2, 10, GRACE)  # one failure is a blip
+    assert confirmed(streak((0, 1.25), (1.75, 3.0)), 2, 10, GRACE)
+    assert not confirmed(streak((0, 1.25), (30, 31.25)), 2, 10, GRACE)  # too far apart: not one fault
+
+
+def test_a_gone_service_waits_for_pacemakers_restart_in_place() -> None:
+    refused = [(t, t + 0.01) for t in range(0, 25)]
+    assert not confirmed(streak(*refused[:19], kind="gone"), 2, 10, GRACE)  # 18 s gone: Pacemaker's turn
+    assert confirmed(streak(*refused[:21], kind="gone"), 2, 10, GRACE)       # 20 s: its restart did not help
+    assert confirmed(streak(*refused[:2], kind="wrong"), 2, 10, GRACE)       # answering wrongly: no restart helps

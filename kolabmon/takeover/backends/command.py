@@ -5,10 +5,15 @@ active  = ["lab/on", "node1", "cat", "/run/keepalived.state"]   # prints the act
 move    = ["lab/on", "{from}", "pkill", "-USR1", "keepalived"]  # {from} {to} are filled in
 peer_ok = ["lab/on", "{node}", "true"]                           # optional: exit 0 = node healthy
 recover = ["lab/on", "{node}", "rm", "-f", "/run/kolab-degraded"]  # optional
+
+Such a cluster has no shared store kolabmon could use: the lock is an flock on `lock` and the last
+move a line in the state directory, so triggers on one host see each other, and only those.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import subprocess
 import time
 
@@ -22,6 +27,8 @@ TOOL_TIMEOUT = 15.0
 class CommandBackend:
     def __init__(self, config: Config) -> None:
         self.config = config
+        self.fd: int | None = None
+        self.moves = config.lock.parent / "last-move"
 
     def run(self, key: str, **fill: str) -> subprocess.CompletedProcess[str]:
         argv = [word.replace("{from}", fill.get("source", "")).replace("{to}", fill.get("target", ""))
@@ -49,6 +56,37 @@ class CommandBackend:
 
     def setup_problem(self) -> str | None:
         return None
+
+    def acquire(self, holder: str, until: float) -> str | None:
+        self.config.lock.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+        fd = os.open(self.config.lock, os.O_RDWR | os.O_CREAT, 0o640)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return "another kolabmon-takeover on this host"
+        self.fd = fd
+        return None
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def last_move(self) -> policy.LastMove | None:
+        try:
+            words = self.moves.read_text().split(" ", 3)
+            return policy.LastMove(float(words[0]), words[1], words[2], words[3].strip())
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def note_move(self, move: policy.LastMove) -> None:
+        temporary = self.moves.with_suffix(".new")
+        temporary.write_text(f"{move.epoch:.0f} {move.source} {move.target} {move.origin}\n")
+        temporary.replace(self.moves)
+
+    def fence(self, source: str, target: str, timeout: float) -> str | None:
+        return "the command backend cannot fence"
 
     def move(self, source: str, target: str) -> None:
         proc = self.run("move", source=source, target=target)

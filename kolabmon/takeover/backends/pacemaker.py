@@ -1,11 +1,20 @@
 """Pacemaker: move by marking the degraded node with a transient attribute that the admin's
-location rule honours (nothing stays pinned), or by `crm_resource --move` then `--clear`; follow the
-transition, fencing included, and say exactly what blocks it when it does not finish."""
+location rule honours (nothing stays pinned), or by `crm_resource --move` then `--clear`; fence a
+node whose service hangs at once; follow the transition, fencing included, and say exactly what
+blocks it when it does not finish.
+
+The lock and the last move live in the CIB, in two cluster_property_sets of kolabmon's own (Pacemaker
+ignores option names it does not know): `kolabmon-lock` exists while a takeover runs — creating an
+element whose id exists fails, so taking it is atomic cluster-wide — and `kolabmon-state` holds the
+last move for the cool-down.
+"""
 
 from __future__ import annotations
 
+import re
 import time
 import xml.etree.ElementTree as ET
+from xml.sax.saxutils import quoteattr
 
 from kolabmon import pacemaker
 from kolabmon.takeover import policy
@@ -15,11 +24,25 @@ from kolabmon.takeover.config import Config
 TOOL_TIMEOUT = 15.0
 POLL = 0.5
 MOVING_ROLES = ("Starting", "Stopping", "Migrating", "Promoting", "Demoting")
+LOCK, STATE = "kolabmon-lock", "kolabmon-state"  # cluster_property_set ids in crm_config
+LOCK_HOLDER, LAST_MOVE = "kolabmon-lock-holder", "kolabmon-last-move"  # their nvpairs
+
+
+def _nvpair_set(set_id: str, name: str, value: str) -> str:
+    return (f'<cluster_property_set id="{set_id}"><nvpair id="{name}" name="{name}" value={quoteattr(value)}/>'
+            "</cluster_property_set>")
+
+
+def _safe(text: str) -> str:
+    """A value that can stand in an XPath string literal and on one line."""
+    return re.sub(r"[^\w.@:+ -]", "_", text)
 
 
 class PacemakerBackend:
     def __init__(self, config: Config) -> None:
         self.config = config
+        self.held: str | None = None   # the lock holder value this backend wrote
+        self.where: str | None = None  # the node that last answered crm_mon
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -36,7 +59,9 @@ class PacemakerBackend:
         problems = []
         for node in order:
             try:
-                return pacemaker.status(self.config.nodes[node], node, TOOL_TIMEOUT), node
+                found = pacemaker.status(self.config.nodes[node], node, TOOL_TIMEOUT)
+                self.where = node
+                return found, node
             except (pacemaker.ToolError, pacemaker.StackDown, TimeoutError) as exc:
                 problems.append(f"{node}: {exc}")
         raise BackendError("cannot read the cluster state (" + "; ".join(problems) + ")")
@@ -71,7 +96,77 @@ class PacemakerBackend:
                     f"{self.config.group} rule -inf: {self.config.attribute} eq true)")
         return None
 
+    # --- the lock and the last move, in the CIB ----------------------------------------------
+
+    def cib(self, argv: list[str]) -> tuple[int, str, str]:
+        """A CIB command on the node that last answered (any node will do: the CIB is cluster-wide)."""
+        if self.where is None:
+            self.status()
+        assert self.where is not None
+        return self.run(self.where, argv)
+
+    def crm_config(self) -> dict[str, str]:
+        """kolabmon's values in crm_config: the lock holder and the last move, where set."""
+        code, out, err = self.cib(["cibadmin", "-Q", "-o", "crm_config"])
+        if code != 0:
+            raise BackendError(f"cannot read crm_config: {err.strip() or f'exit {code}'}")
+        try:
+            root = ET.fromstring(out)
+        except ET.ParseError as exc:
+            raise BackendError(f"cibadmin printed malformed XML ({exc})") from None
+        return {pair.get("name", ""): pair.get("value", "") for pair in root.iter("nvpair")
+                if pair.get("name") in (LOCK_HOLDER, LAST_MOVE)}
+
+    def acquire(self, holder: str, until: float) -> str | None:
+        value = f"{_safe(holder)} until {until:.0f}"
+        for _ in range(2):
+            code, _, _ = self.cib(["cibadmin", "-o", "crm_config", "-C", "-X", _nvpair_set(LOCK, LOCK_HOLDER, value)])
+            if code == 0:
+                self.held = value
+                return None
+            current = self.crm_config().get(LOCK_HOLDER)
+            if current is None:  # released between the two calls: try once more
+                continue
+            expires = current.rsplit(" ", 1)[-1]
+            if not (expires.isdigit() and int(expires) < time.time()):
+                return current
+            # its holder was killed past its budget: remove exactly that lock (a newer one stays), retake
+            self.cib(["cibadmin", "-D", "--xpath", f"//cluster_property_set[@id='{LOCK}'][nvpair[@value='{current}']]"])
+        return self.crm_config().get(LOCK_HOLDER) or "someone (the lock changed hands twice)"
+
+    def release(self) -> None:
+        if self.held is None:
+            return
+        self.cib(["cibadmin", "-D", "--xpath", f"//cluster_property_set[@id='{LOCK}'][nvpair[@value='{self.held}']]"])
+        self.held = None
+
+    def last_move(self) -> policy.LastMove | None:
+        words = self.crm_config().get(LAST_MOVE, "").split(" ", 3)
+        try:
+            return policy.LastMove(float(words[0]), words[1], words[2], words[3])
+        except (ValueError, IndexError):
+            return None
+
+    def note_move(self, move: policy.LastMove) -> None:
+        value = f"{move.epoch:.0f} {move.source} {move.target} {_safe(move.origin)}"
+        code, _, err = self.cib(["cibadmin", "-o", "crm_config", "-M", "--allow-create", "-X",
+                                 _nvpair_set(STATE, LAST_MOVE, value)])
+        if code != 0:
+            raise BackendError(f"cannot record the move in the CIB: {err.strip() or f'exit {code}'}")
+
     # --- acting ----------------------------------------------------------------------------
+
+    def fence(self, source: str, target: str, timeout: float) -> str | None:
+        status, _ = self.status(prefer=target)
+        if not self.may_fence(status, source, target):
+            return f"no fencing from {target} (needs quorum, {target} online, stonith enabled, a fence device)"
+        # --delay=-1 skips pcmk_delay_base for this request only: that delay is the split-brain tie-break,
+        # kept for Pacemaker's own fencing; here the healthy peer asks, there is no race to break
+        code, _, err = self.run(target, ["stonith_admin", "--fence", source, "--delay=-1", "--timeout",
+                                         str(max(int(timeout), 5))], timeout=timeout + 5)
+        if code != 0:
+            return f"stonith_admin --fence {source} on {target}: {err.strip() or f'exit {code}'}"
+        return None
 
     def move(self, source: str, target: str) -> None:
         if self.config.move == "attribute":
