@@ -3,7 +3,6 @@ installing it where Pacemaker looks for the agents of provider `kolabmon`."""
 
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
 from pathlib import Path
@@ -48,18 +47,3 @@ def install(directory: Path = PROVIDER_DIR, binary: str | None = None) -> Path:
         raise
     return target
 
-
-def install_command(argv: list[str], binary: str) -> int:
-    """`kolabmon-watch install-agent [--directory DIR]`: one line, exit 0, or 3 if it cannot install."""
-    parser = argparse.ArgumentParser(prog="kolabmon-watch install-agent",
-                                     description="Install the Pacemaker resource agent ocf:kolabmon:watcher.")
-    parser.add_argument("--directory", type=Path, default=PROVIDER_DIR,
-                        help=f"where Pacemaker looks for provider kolabmon's agents (default {PROVIDER_DIR})")
-    args = parser.parse_args(argv)
-    try:
-        path = install(args.directory, binary)
-    except (OSError, ValueError) as error:
-        print(f"WATCH ERROR - cannot install the resource agent in {args.directory}: {error}")
-        return 3
-    print(f"WATCH OK - installed the resource agent as {path} (binary {binary})")
-    return 0

@@ -27,8 +27,8 @@ CONFIG = """
 cluster = "kolab-cluster"
 group = "kolab"
 state_dir = "{state}"
-[nodes.node1]
-[nodes.node2]
+[nodes.test]
+[nodes.peer]
 [services.imap]
 reprobe = ["check_kolab_imap", "-H", "192.0.2.1"]
 """
@@ -66,7 +66,7 @@ def config(tmp_path: Path) -> Path:
 def env(agent: Path, config: Path, state: Path) -> Iterator[dict[str, str]]:
     """The environment Pacemaker gives the agent; on teardown the agent stops whatever a test left running."""
     values = {"PATH": os.environ["PATH"], "OCF_ROOT": "/usr/lib/ocf", "OCF_RESOURCE_INSTANCE": "watcher-test",
-              "OCF_RESKEY_config": str(config), "OCF_RESKEY_node": "node1", "OCF_RESKEY_state_dir": str(state),
+              "OCF_RESKEY_config": str(config), "OCF_RESKEY_node": "test", "OCF_RESKEY_state_dir": str(state),
               "OCF_RESKEY_CRM_meta_timeout": "20000"}
     yield values
     stop = run(agent, "stop", values)
@@ -143,7 +143,7 @@ def test_meta_data_is_valid_and_documents_every_parameter(agent: Path) -> None:
     defaults = {p.get("name"): p.find("content").get("default")  # type: ignore[union-attr]
                 for p in root.iter("parameter")}
     assert defaults == {"config": "/etc/kolabmon/takeover.toml", "binary": str(WATCH), "node": "",
-                        "state_dir": "/run/resource-agents", "stale": "30"}
+                        "state_dir": "/run/resource-agents", "stale": "30", "log": ""}
     assert all(p.findtext("longdesc", "").strip() and p.findtext("shortdesc", "").strip()
                for p in root.iter("parameter"))
     actions = {a.get("name"): (a.get("timeout"), a.get("interval")) for a in root.iter("action")}
@@ -169,6 +169,14 @@ def test_bad_config_is_refused_with_the_watchers_line(agent: Path, env: dict[str
     assert list(state.iterdir()) == [] and watchers(state) == []
 
 
+def test_node_not_in_the_config_is_refused(agent: Path, env: dict[str, str], state: Path) -> None:
+    for action in ("validate-all", "start"):
+        result = run(agent, action, env, OCF_RESKEY_node="node9")
+        assert result.returncode == OCF_ERR_CONFIGURED, (action, result.stderr)
+        assert exit_reason(result).startswith("WATCH ERROR - ") and "node9" in exit_reason(result)
+    assert list(state.iterdir()) == [] and watchers(state) == []
+
+
 def test_missing_binary_is_not_installed(agent: Path, env: dict[str, str], tmp_path: Path) -> None:
     for binary in (str(tmp_path / "kolabmon-watch"), "kolabmon-watch-nowhere"):
         for action in ("validate-all", "start"):
@@ -182,6 +190,8 @@ def test_missing_binary_is_not_installed(agent: Path, env: dict[str, str], tmp_p
 def test_unwritable_state_dir_and_bad_stale_are_refused(agent: Path, env: dict[str, str], tmp_path: Path) -> None:
     result = run(agent, "validate-all", env, OCF_RESKEY_state_dir=str(tmp_path / "nonexistent"))
     assert result.returncode == OCF_ERR_PERM and "state_dir" in exit_reason(result)
+    result = run(agent, "validate-all", env, OCF_RESKEY_log=str(tmp_path / "nonexistent" / "watch.log"))
+    assert result.returncode == OCF_ERR_PERM and "log" in exit_reason(result)
     for stale in ("0", "-1", "ten", ""):
         result = run(agent, "validate-all", env, OCF_RESKEY_stale=stale)
         assert result.returncode == OCF_ERR_CONFIGURED and "stale" in exit_reason(result), stale
@@ -193,6 +203,19 @@ def test_watcher_that_dies_at_start_fails_start(agent: Path, env: dict[str, str]
     assert start.returncode == OCF_ERR_GENERIC and start.stdout == ""
     assert "exited during start (exit 4)" in exit_reason(start) and "fake kolabmon-watch" not in start.stderr
     assert list(state.iterdir()) == []
+
+
+def test_log_gets_the_watchers_output(agent: Path, env: dict[str, str], state: Path, tmp_path: Path) -> None:
+    log = tmp_path / "watch.log"
+    start = run(agent, "start", env, OCF_RESKEY_binary=str(fake_watch.dies_at_start(tmp_path, 4)),
+                OCF_RESKEY_log=str(log))
+    assert start.returncode == OCF_ERR_GENERIC
+    assert exit_reason(start).endswith("exited during start (exit 4): fake kolabmon-watch: exiting 4")
+    assert log.read_text() == "fake kolabmon-watch running\nfake kolabmon-watch: exiting 4\n"
+    env["OCF_RESKEY_log"] = str(log)
+    started(agent, env, state)
+    assert run(agent, "stop", env).returncode == OCF_SUCCESS
+    assert len(log.read_text().splitlines()) > 2, "the real watcher logged nothing, or the log was truncated"
 
 
 def test_start_is_bounded_by_its_timeout(agent: Path, env: dict[str, str], state: Path, tmp_path: Path) -> None:
@@ -270,12 +293,3 @@ def test_install_is_idempotent_and_sets_the_binary(tmp_path: Path) -> None:
         with pytest.raises(ValueError):
             ocf.install(tmp_path / "kolabmon", bad)
 
-
-def test_install_command_prints_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert ocf.install_command(["--directory", str(tmp_path / "kolabmon")], str(WATCH)) == 0
-    out = capsys.readouterr().out
-    assert out.count("\n") == 1 and out.startswith("WATCH OK - ") and str(tmp_path / "kolabmon" / "watcher") in out
-    (tmp_path / "file").write_text("")
-    assert ocf.install_command(["--directory", str(tmp_path / "file" / "kolabmon")], str(WATCH)) == 3
-    out = capsys.readouterr().out
-    assert out.count("\n") == 1 and out.startswith("WATCH ERROR - cannot install")
