@@ -1,6 +1,7 @@
 """Building and removing the lab cluster's pieces on the host: the preflight, state directories,
-certificates, network, shared disk, per-node directories, fence agent and PDU, the nodes' power,
-and what is left of them. lab/cluster.py orders these and waits for the cluster in between.
+certificates, network, shared disk, per-node directories, fence agent, PDU and kolabmon's resource
+agent, the nodes' power, and what is left of them. lab/cluster.py orders these and waits for the
+cluster in between.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import signal
 import time
 from pathlib import Path
 
+from kolabmon import ocf
 from lab import disk, dovecot, net, nodes, pcmk, pdu, release
 from lab.topology import (
     FENCE_AGENT,
@@ -25,6 +27,8 @@ from lab.topology import (
     PDU_SOCKET,
     RUN,
     SHARED,
+    WATCH_BINARY,
+    WATCHER_AGENT,
     attempt,
     phase,
 )
@@ -63,7 +67,8 @@ def check_host() -> None:
 
 def build() -> None:
     """Everything up to powered-on nodes: state, certificates, network, shared disk, node
-    directories with corosync.conf and the CIB, fence agent, PDU; then power both nodes on."""
+    directories with corosync.conf and the CIB, fence agent, PDU, ocf:kolabmon:watcher; then power
+    both nodes on."""
     if LOGS.exists():  # keep the previous run's logs for a post-mortem
         shutil.rmtree(LAB_DIR / "logs.previous", ignore_errors=True)
         LOGS.rename(LAB_DIR / "logs.previous")
@@ -83,11 +88,29 @@ def build() -> None:
     pdu.install_fence_agent()
     pid = pdu.start_pdu()
     phase(f"fence agent {FENCE_AGENT} installed; lab PDU pid {pid}")
+    install_watcher_agent()
+    phase(f"resource agent {WATCHER_AGENT} installed for {WATCH_BINARY}")
     for node in NODES:
         answer = pdu.pdu_request(f"on {node}")
         if not answer.startswith("ok"):
             raise LabError(f"power on {node}: {answer}")
     phase("nodes powered on: " + ", ".join(f"{n} unshare {nodes.recorded(n)}" for n in NODES))
+
+
+def install_watcher_agent() -> None:
+    ocf.install(WATCHER_AGENT.parent, str(WATCH_BINARY))
+
+
+def remove_watcher_agent() -> None:
+    """Remove ocf:kolabmon:watcher if it is the lab's copy (another is left and reported), and its
+    provider directory once empty."""
+    if WATCHER_AGENT.exists():
+        if WATCHER_AGENT.read_text() == ocf.agent_text(str(WATCH_BINARY)):
+            WATCHER_AGENT.unlink()
+        else:
+            phase(f"WARNING {WATCHER_AGENT} is not the lab's copy (for {WATCH_BINARY}): left in place")
+    with contextlib.suppress(OSError):  # not there, or not empty
+        WATCHER_AGENT.parent.rmdir()
 
 
 def stop_nodes(running: dict[str, int]) -> None:
@@ -111,8 +134,8 @@ def stop_nodes(running: dict[str, int]) -> None:
 
 
 def remove() -> None:
-    """Stop the PDU, remove the fence agent, loop device, namespaces and state (keeping logs/ and
-    tls/). The nodes must be stopped."""
+    """Stop the PDU, remove the fence agent, ocf:kolabmon:watcher, loop device, namespaces and state
+    (keeping logs/ and tls/). The nodes must be stopped."""
     pid = nodes.recorded("pdu")
     if pid:
         if nodes.stop_pids([pid], signal.SIGTERM, 5):
@@ -122,6 +145,7 @@ def remove() -> None:
         proc.poll()
     PDU_SOCKET.unlink(missing_ok=True)
     pdu.remove_fence_agent()
+    remove_watcher_agent()
     for device in disk.loop_devices():
         attempt(["losetup", "--detach", device])
     deadline = time.monotonic() + 10
@@ -154,6 +178,5 @@ def leftovers() -> list[str]:
     mounts = Path("/proc/mounts").read_text()
     found += [f"mount {line.split()[1]}" for line in mounts.splitlines() if str(LAB_DIR) in line]
     found += [f"pid {name} {pid}" for name in ("pdu", *NODES) if (pid := nodes.recorded(name))]
-    if FENCE_AGENT.exists():
-        found.append(f"file {FENCE_AGENT}")
+    found += [f"file {agent}" for agent in (FENCE_AGENT, WATCHER_AGENT) if agent.exists()]
     return found

@@ -26,6 +26,9 @@ CLUSTER_PY = ROOT / "lab" / "cluster.py"  # the CLI: the PDU and the in-node hel
 NODE_RUN = ROOT / "lab" / "cluster" / "node-run.sh"
 FENCE_AGENT_SOURCE = ROOT / "lab" / "fence" / "fence_labns"
 FENCE_AGENT = Path("/usr/sbin/fence_labns")  # where pacemaker-fenced looks for fence_* agents
+# ocf:kolabmon:watcher, installed for the project's kolabmon-watch; the nodes share the host's /usr
+WATCHER_AGENT = Path("/usr/lib/ocf/resource.d/kolabmon/watcher")
+WATCH_BINARY = ROOT / ".venv" / "bin" / "kolabmon-watch"
 
 CLUSTER_NAME = "kolablab"
 CLUSTER_IP = "10.99.0.100"
