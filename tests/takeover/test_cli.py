@@ -185,3 +185,25 @@ def test_recover_runs_the_recover_command(world) -> None:
     assert proc.returncode == 0 and "nothing to clear" in proc.stdout
     proc = takeover(world, "recover", "node9")
     assert proc.returncode == 2 and "unknown node node9" in proc.stdout
+
+
+def test_every_path_ends_before_the_eventcommands_timeout(world) -> None:
+    """The worst case: a move that never settles holds the lock while a second event comes in. Icinga
+    kills the handler at its EventCommand timeout (40 s here); both calls end 10 s before it."""
+    config = world["config"].read_text().replace("transition_timeout = 10",
+                                                  "transition_timeout = 10\nrestart_grace = 0")
+    never = [PY, "-c", "import time; time.sleep(0.3)"]  # asks for the move; the cluster never follows
+    config = config.replace(config.split("move = ", 1)[1].split("\n", 1)[0], json.dumps([*never, "{from}", "{to}"]))
+    world["config"].write_text(config)
+    started = time.monotonic()
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(takeover, world, *HARD, "--timeout", "40")
+        time.sleep(0.5)
+        second = pool.submit(takeover, world, *HARD, "--timeout", "40")
+        results = [first.result(), second.result()]
+    assert time.monotonic() - started < 30, [r.stdout for r in results]
+    assert results[0].returncode == 2 and "timeout" in results[0].stdout, results[0].stdout
+    assert results[1].returncode == 0 and "still in progress" in results[1].stdout, results[1].stdout
+    # a timeout that cannot hold one takeover (5 + 0 + 10 + 2 x 5 = 25 s, + 10 s) is refused up front
+    short = takeover(world, *HARD, "--timeout", "30")
+    assert short.returncode == 3 and "cannot hold one takeover" in short.stdout, short.stdout
