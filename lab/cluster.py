@@ -282,12 +282,14 @@ class Cluster:
 
 
 
-def heal(cluster: Cluster) -> None:
-    """Back to two healthy nodes, no marks, no failures; the group wherever it runs."""
+def heal(cluster: Cluster, keep_watcher: bool = False) -> None:
+    """Back to two healthy nodes, no marks, no failures, no kolabmon lock, cool-down or watcher (unless
+    `keep_watcher`); the group wherever it runs."""
     for node in NODES:
         if not node_pid1(node):
             cluster.restore(node, timeout=90)
-    watcher.disable(cluster)
+    if not keep_watcher:
+        watcher.disable(cluster)
     watcher.forget_takeovers(cluster)
     for node in NODES:
         cluster.crm("crm_attribute", "-N", node, "-n", DEGRADED_ATTRIBUTE, "-D", "-l", "reboot")

@@ -34,9 +34,11 @@ class Probe:
 class Watch:
     """kolabmon-watch, the resident watcher on each node: how often it probes, how long a probe may
     take, and how many failures in a row (ending within `window` seconds) confirm a fault. With the
-    defaults a hung service is confirmed after about 3 s of silence; a 2 s blip fails one probe at most."""
+    defaults a hang is confirmed 2.75-3 s after it starts (two 1.25 s timeouts and the pause between);
+    a 2 s blip fails one probe at most: only a probe that starts in its first 0.75 s gets no answer
+    within 1.25 s, and the next one starts 1.5 s after that one, so the server answers it in time."""
 
-    interval: float = 0.5
+    interval: float = 0.25
     timeout: float = 1.25
     failures: int = 2
     window: float = 10.0

@@ -40,7 +40,7 @@ from kolabmon.takeover import policy
 from kolabmon.takeover.config import Config, ConfigError, load
 
 DEFAULT_CONFIG = "/etc/kolabmon/takeover.toml"
-POLL = 0.5        # seconds between two looks at the cluster (crm_mon): the hand-off to the survivor
+POLL = 0.25       # seconds between two looks at the cluster (crm_mon): the hand-off to the survivor
 HANDOFF = 3.0     # the degraded node acts itself if the survivor has not taken the lock by then
 FRESH = 5.0       # a published fault older than this (its watcher stopped refreshing it) is ignored
 TOOL_TIMEOUT = 10.0
@@ -290,7 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parse(list(sys.argv[1:] if argv is None else argv))
         if args.command == "install-agent":
-            from kolabmon import ocf  # type: ignore[attr-defined]
+            from kolabmon import ocf
 
             where = ocf.install(args.directory, str(Path(sys.argv[0]).resolve()))
             sys.stdout.write(f"WATCH OK - installed {where}\n")
@@ -298,7 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load(args.config)
         node = args.node or (local_node() if args.command == "run" else next(iter(config.nodes)))
         watcher = Watcher(config, node, args.status_file)
-    except (runtime.UsageError, ConfigError, OSError) as exc:
+    except (runtime.UsageError, ConfigError, OSError, ValueError) as exc:
         sys.stdout.write(f"WATCH ERROR - {' '.join(str(exc).split())}\n")
         return 3
     if args.command == "check":
