@@ -197,6 +197,13 @@ def act(config: Config, trigger: Trigger, backend: Backend, record: audit.Record
     verify_window = config.probe_timeout * runtime.REPROBE_WINDOWS
     mark = time.monotonic()
     fenced_first = False
+    if fence_first and backend.local_node() == source:
+        # this call runs on the node it is about to fence (an agent's handler): it cannot follow or
+        # verify, so it says so and lets go of the lock first; the cool-down is already recorded
+        finish(policy.ACT, f"fencing {source} (this node) at once; the group starts on {target}, this call "
+               "cannot follow or verify it", 0, "ACTED", moved=True, fenced=True,
+               fence_first="requested from the node itself")
+        backend.release()
     if fence_first:
         why = backend.fence(source, target, max(min(60.0, deadline - mark - verify_window), 5.0))
         durations["fence"] = round(time.monotonic() - mark, 3)

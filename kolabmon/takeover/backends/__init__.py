@@ -51,6 +51,9 @@ class Backend(Protocol):
     def move(self, source: str, target: str) -> None:
         """Ask the cluster manager to move the group away from `source`."""
 
+    def local_node(self) -> str | None:
+        """The cluster node this process runs on, if any (a handler on an Icinga agent, the watcher)."""
+
     def fence(self, source: str, target: str, timeout: float) -> str | None:
         """Power `source` off at once, asked from `target` (a hung service's stop would hang too);
         None once the cluster confirms it, else why it was not done."""

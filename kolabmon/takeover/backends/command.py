@@ -88,6 +88,9 @@ class CommandBackend:
     def fence(self, source: str, target: str, timeout: float) -> str | None:
         return "the command backend cannot fence"
 
+    def local_node(self) -> str | None:
+        return None
+
     def move(self, source: str, target: str) -> None:
         proc = self.run("move", source=source, target=target)
         if proc.returncode != 0:

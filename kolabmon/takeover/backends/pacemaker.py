@@ -99,11 +99,21 @@ class PacemakerBackend:
     # --- the lock and the last move, in the CIB ----------------------------------------------
 
     def cib(self, argv: list[str]) -> tuple[int, str, str]:
-        """A CIB command on the node that last answered (any node will do: the CIB is cluster-wide)."""
+        """A CIB command on any node that answers (the CIB is cluster-wide): the one that last answered
+        crm_mon first; a node that cannot be reached (its prefix exits 255) is skipped."""
         if self.where is None:
             self.status()
-        assert self.where is not None
-        return self.run(self.where, argv)
+        order = sorted(self.config.nodes, key=lambda n: n != self.where)
+        for node in order:
+            try:
+                code, out, err = self.run(node, argv)
+            except BackendError:
+                continue
+            if code == 255 and self.config.nodes[node]:
+                continue
+            self.where = node
+            return code, out, err
+        raise BackendError(f"{argv[0]}: no node answers ({', '.join(order)})")
 
     def crm_config(self) -> dict[str, str]:
         """kolabmon's values in crm_config: the lock holder and the last move, where set."""
@@ -117,8 +127,31 @@ class PacemakerBackend:
         return {pair.get("name", ""): pair.get("value", "") for pair in root.iter("nvpair")
                 if pair.get("name") in (LOCK_HOLDER, LAST_MOVE)}
 
+    def local_node(self) -> str | None:
+        """The cluster node this process runs on (crm_node -n here), if it is one of ours."""
+        if not hasattr(self, "_local"):
+            try:
+                done = pacemaker.run("", None, ["crm_node", "-n"], 5.0)
+                name = done.stdout.strip() if done.returncode == 0 else ""
+            except (pacemaker.ToolError, TimeoutError):
+                name = ""
+            self._local = name if name in self.config.nodes else None
+        return self._local
+
+    def stale(self, value: str) -> bool:
+        """A lock whose holder is past its budget, or ran on a node that is gone (fenced with it)."""
+        expires = value.rsplit(" ", 1)[-1]
+        if expires.isdigit() and int(expires) < time.time():
+            return True
+        found = re.search(r" node=(\S+) until ", value)
+        if not found or found[1] not in self.config.nodes:
+            return False
+        status, _ = self.status()
+        node = status.node(found[1])
+        return node is not None and (not node.online or node.unclean)
+
     def acquire(self, holder: str, until: float) -> str | None:
-        value = f"{_safe(holder)} until {until:.0f}"
+        value = f"{_safe(holder)} node={self.local_node() or '-'} until {until:.0f}"
         for _ in range(2):
             code, _, _ = self.cib(["cibadmin", "-o", "crm_config", "-C", "-X", _nvpair_set(LOCK, LOCK_HOLDER, value)])
             if code == 0:
@@ -127,10 +160,9 @@ class PacemakerBackend:
             current = self.crm_config().get(LOCK_HOLDER)
             if current is None:  # released between the two calls: try once more
                 continue
-            expires = current.rsplit(" ", 1)[-1]
-            if not (expires.isdigit() and int(expires) < time.time()):
+            if not self.stale(current):
                 return current
-            # its holder was killed past its budget: remove exactly that lock (a newer one stays), retake
+            # its holder was killed: remove exactly that lock (a newer one stays), and take it
             self.cib(["cibadmin", "-D", "--xpath", f"//cluster_property_set[@id='{LOCK}'][nvpair[@value='{current}']]"])
         return self.crm_config().get(LOCK_HOLDER) or "someone (the lock changed hands twice)"
 
