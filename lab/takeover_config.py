@@ -74,5 +74,8 @@ reprobe = {json.dumps(ldap)}
 [services.storage]
 reprobe = {json.dumps(storage)}
 on = "active"
+# a read-only or failing spool makes the stops on it fail (Postfix exits 1): Pacemaker would fence
+# after that anyway, seconds later
+fence_first = "always"
 """)
     return config

@@ -3,7 +3,8 @@ watcher inside the cluster (kolabmon-watch). One path for both: lock, decide, se
 fence or move, follow, verify, record — one policy, one backend, one audit record format.
 
 A hung service (its probe got no answer) is fenced at once when `fence = true`: its stop would hang
-too, and Pacemaker would fence only after the stop timed out. A service that is gone (refused,
+too, and Pacemaker would fence only after the stop timed out (`fence_first = "always"` for a service
+whose failure makes the stops fail, such as a read-only spool). A service that is gone (refused,
 reset) first gets `restart_grace` for Pacemaker's own restart in place. Everything ends within the
 budget, so that Icinga never kills a takeover mid-move.
 """
@@ -188,7 +189,8 @@ def act(config: Config, trigger: Trigger, backend: Backend, record: audit.Record
     if code == runtime.UNKNOWN:
         return finish(policy.REFUSE, f"second opinion could not run ({line}): not moving on a broken check", 1,
                       "REFUSED")
-    fence_first = kind == runtime.HUNG and config.fence
+    fence_first = config.fence and (probe.fence_first == "always" or (probe.fence_first == "hang"
+                                                                       and kind == runtime.HUNG))
     if trigger.dry_run:
         how = f"fence {source} first and move" if fence_first else "move"
         return finish(policy.ACT, f"dry run: would {how} {config.group} {source} -> {target} (second opinion: "

@@ -28,6 +28,7 @@ class Probe:
 
     argv: tuple[str, ...]
     on_active_node: bool = False
+    fence_first: str = "hang"  # with fence = true: fence the node first on a "hang", "always" or "never"
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,7 @@ TOP_LEVEL = frozenset({"cluster", "group", "hosts", "cooldown", "soft_attempt", 
                        "fence", "transition_timeout", "probe_timeout", "hang_probe_timeout", "restart_grace",
                        "budget", "state_dir", "lock", "audit", "nodes", "services", "commands", "watch"})
 NODE = frozenset({"prefix"})                                   # [nodes.NODE]
-SERVICE = frozenset({"reprobe", "on"})                         # [services.SERVICE]
+SERVICE = frozenset({"reprobe", "on", "fence_first"})          # [services.SERVICE]
 COMMANDS = frozenset({"active", "move", "peer_ok", "recover"})  # [commands], the command backend's argv
 WATCH = frozenset({"interval", "timeout", "failures", "window", "services", "retry", "fault_attribute",
                    "health_attribute"})                       # [watch]
@@ -175,8 +176,11 @@ def load(path: str | Path) -> Config:
         on = _get(service, "on", str, where, "here")
         if on not in ("here", "active"):
             raise ConfigError(f"{where}: 'on' must be \"here\" or \"active\"")
+        fence_first = _get(service, "fence_first", str, where, "hang")
+        if fence_first not in ("hang", "always", "never"):
+            raise ConfigError(f"{where}: 'fence_first' must be \"hang\", \"always\" or \"never\"")
         probes[name] = Probe(_argv(_get(service, "reprobe", (list, str), where), f"{where} reprobe"),
-                             on_active_node=on == "active")
+                             on_active_node=on == "active", fence_first=fence_first)
     if not probes:
         raise ConfigError("config: [services] names no failover-relevant service")
     cluster = str(_get(data, "cluster", str, "config"))

@@ -43,6 +43,7 @@ DEFAULT_CONFIG = "/etc/kolabmon/takeover.toml"
 POLL = 0.25       # seconds between two looks at the cluster (crm_mon): the hand-off to the survivor
 HANDOFF = 3.0     # the degraded node acts itself if the survivor has not taken the lock by then
 FRESH = 5.0       # a published fault older than this (its watcher stopped refreshing it) is ignored
+SETTLE = 0.5      # a fault answered by a move waits this long for one answered by fencing
 TOOL_TIMEOUT = 10.0
 
 
@@ -159,13 +160,22 @@ class Watcher:
         self.role = "active" if active else "passive"
         for service in self.services:
             (service.active.set if active else service.active.clear)()
-        faults = [s for s in self.services if s.fault is not None]
+        faults = sorted((s for s in self.services if s.fault is not None), key=self.urgency)
+        if faults and self.urgency(faults[0]) and time.monotonic() - faults[0].fault.ended < SETTLE:  # type: ignore[union-attr]
+            faults = []  # give a fault that calls for fencing (a hang, a failing spool) its chance to show
         self.publish(faults)
         if active and faults:
             self.act_myself(status, faults[0])
         elif not active:
             self.act_for_peer(status)
         self.write_status()
+
+    def urgency(self, service: ServiceWatch) -> int:
+        """0 for a fault the takeover answers by fencing first, 1 for one it answers with a move: when
+        one fault brings others (a read-only spool fails IMAP logins too), the survivor sees the cause."""
+        assert service.fault is not None
+        fence_first = self.config.probes[service.name].fence_first
+        return 0 if fence_first == "always" or (fence_first == "hang" and service.fault.kind == runtime.HUNG) else 1
 
     # --- publishing -------------------------------------------------------------------------
 
