@@ -1,7 +1,10 @@
-"""The failover demo (the README's main job): the two-node Kolab cluster, Icinga 2 checking it with
-kolabmon, a fault Pacemaker alone does not notice (Dovecot hangs on the active node), and the rest
-left to Icinga and kolabmon. Prints a timeline and the client-visible outage, draws it as an SVG,
-and tears everything down. `--probes` runs the single-host probe tour instead (lab/probe_tour.py).
+"""The failover demo (the README's main job): the two-node Kolab cluster with kolabmon's watcher on
+each node (ocf:kolabmon:watcher), Icinga 2 checking it with kolabmon, a fault Pacemaker alone does
+not notice (Dovecot hangs on the active node), and the rest left to kolabmon. Both paths run: the
+watcher in the cluster detects and takes over within seconds; Icinga sees the fault, runs its event
+handler, and that call finds the work done. Prints one timeline of both paths and the client-visible
+outage, draws it as an SVG, and tears everything down. `--probes` runs the single-host probe tour
+instead (lab/probe_tour.py).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from lab import cluster as lab  # noqa: E402
 from lab import icinga as lab_icinga  # noqa: E402
-from lab import release, servers, timeline  # noqa: E402
+from lab import release, servers, timeline, watcher  # noqa: E402
 
 BIN = ROOT / ".venv" / "bin"
 SVG = ROOT / "var" / "failover-timeline.svg"
@@ -109,6 +112,8 @@ def run_demo(workdir: Path) -> int:
         for (host, service), result in sorted(healthy_table(icinga).items()):
             if (host, service) in expected:
                 say(f"   {host:13} {service:9} {result.output.split(' | ')[0][:110]}")
+        Step("starting kolabmon's watcher on both nodes (a Pacemaker clone of ocf:kolabmon:watcher)")
+        say(f"   started in {watcher.enable(cluster, icinga.takeover):.1f} s, with Icinga's takeover config")
         watch = ClientWatch(cluster, icinga.dir / "takeover" / "imap.pw")
         watch.start()
         time.sleep(2)
@@ -124,10 +129,10 @@ def run_demo(workdir: Path) -> int:
             lambda: next((r for r in icinga.audit() if r.get("decision") == "act" and "moved" in r), None),
             180,
         )
-        say(f"kolabmon-takeover: {moved['reason']}")
+        say(f"{moved['origin']}: {moved['reason']}")
         if not moved.get("moved"):
             raise servers.LabError(f"the takeover failed: {moved['reason']}")
-        target = cluster.active_node()
+        target = cluster.wait_group(timeout=60, not_on=source)
         Step(f"waiting for IMAP OK in Icinga (served by {target}) and the on-call mail")
         lab_icinga.wait(
             "IMAP OK again",
@@ -137,10 +142,17 @@ def run_demo(workdir: Path) -> int:
             ),
             90,
         )
-        lab_icinga.wait("the on-call mail", lambda: any(m["epoch"] >= fault_at - 1 for m in icinga.oncall_mail()), 60)
+        # Icinga's own path: its handler ran on each CRITICAL event; the last one says what it found
+        late = next((r for r in reversed(icinga.audit()) if r.get("origin", "").startswith("icinga")
+                     and r["event"]["service"] == "imap" and r["event"]["state"] == "CRITICAL"), None)
+        if late:
+            say(f"{late['origin']} on the {late['event']['state_type']} event: {late['decision']}: {late['reason']}")
+        if late and late["event"]["state_type"] == "HARD":
+            lab_icinga.wait("the on-call mail",
+                            lambda: any(m["epoch"] >= fault_at - 1 for m in icinga.oncall_mail()), 60)
         time.sleep(3)
         watch.stopping.set()
-        report(cluster, icinga, watch, fault_at, source, target or "?", moved)
+        report(cluster, icinga, watch, fault_at, source, target or "?", moved, late)
         return 0
     finally:
         say("== tearing down (Icinga, mail, cluster)")
@@ -156,6 +168,7 @@ def report(
     source: str,
     target: str,
     moved: dict,
+    late: dict | None,
 ) -> None:
     results = [r for r in icinga.results() if r.epoch >= fault_at - 20]
     imap = [r for r in results if r.host == "kolab-cluster" and r.service == "imap"]
@@ -163,8 +176,12 @@ def report(
     hard = next(
         (r.epoch for r in imap if r.epoch > fault_at and r.state == "CRITICAL" and r.state_type == "HARD"), None
     )
-    decided = moved["epoch"] + moved["durations"]["decide"] + moved["durations"].get("reprobe", 0)
-    moved_at = decided + moved["durations"].get("move", 0)
+    durations = moved["durations"]
+    handed_over = moved["epoch"]  # the takeover starts when the watcher hands the fault over
+    first_probe = moved["epoch"] - durations["detect"] if "detect" in durations else None
+    decided = moved["epoch"] + durations["decide"] + durations.get("reprobe", 0)
+    moved_at = decided + durations.get("move", 0)
+    verified = moved_at + durations.get("verify", 0)
     ok_again = next((r.epoch for r in imap if hard and r.epoch > hard and r.state == "OK"), None)
     mails = sorted(icinga.oncall_mail(), key=lambda m: m["epoch"])
     problem_mail = next(
@@ -172,14 +189,20 @@ def report(
         next((m["epoch"] for m in mails if m["epoch"] >= fault_at - 1), None),
     )
     fenced = fence_time(cluster, source)
+    who = moved["origin"]
     events = [
         (fault_at, f"fault injected: Dovecot hangs on {source}"),
-        (first_bad, "first non-OK IMAP check"),
-        (hard, "IMAP HARD CRITICAL (event handler runs)"),
-        (decided, "takeover decided (second opinion: CRITICAL)"),
+        (first_probe, "watcher: first failed in-process IMAP probe"),
+        (handed_over, f"{who}: fault confirmed and handed over, takeover starts"),
+        (decided, f"{who}: decided ({'fence first' if moved.get('fence_first') == 'done' else 'move'})"),
         (fenced, f"{source} fenced"),
         (moved_at, f"cluster moved: whole group started on {target}"),
-        (ok_again, f"IMAP OK in Icinga, served by {target}"),
+        (verified, f"{who}: IMAP verified on {target}"),
+        (first_bad, "Icinga: first non-OK IMAP check"),
+        (hard, "Icinga: IMAP HARD CRITICAL (event handler runs)"),
+        (late and late.get("finished"), f"Icinga's handler ({late['event']['state_type']}): {late['decision']}"
+         if late else ""),
+        (ok_again, f"Icinga: IMAP OK, served by {target}"),
         (problem_mail, "on-call notification delivered"),
     ]
     events = sorted((t, label) for t, label in events if t)
@@ -193,10 +216,14 @@ def report(
             f"{outage[1] - outage[0]:.1f} s (first failure +{outage[0] - fault_at:.1f} s, "
             f"back +{outage[1] - fault_at:.1f} s) on {release.describe()}"
         )
-    durations = moved["durations"]
     print(
-        f"kolabmon-takeover: decide {durations['decide']:.1f} s, second opinion {durations.get('reprobe', 0):.1f} s, "
-        f"move incl. fencing {durations.get('move', 0):.1f} s, verify {durations.get('verify', 0):.1f} s"
+        f"detected and moved by {who}: detection {durations.get('detect', 0):.1f} s (first failed probe -> "
+        f"handed over), decide {durations['decide']:.1f} s, fence {durations.get('fence', 0):.1f} s, move incl. "
+        f"fencing {durations.get('move', 0):.1f} s, verify {durations.get('verify', 0):.1f} s\n"
+        + (f"Icinga's path: HARD at +{hard - fault_at:.1f} s" if hard else
+           "Icinga's path: the service was back before the check turned HARD (no notification, as designed)")
+        + (f"; its handler on the {late['event']['state_type']} event ({late['origin']}): {late['reason']}"
+           if late else "")
     )
     lanes: dict[str, list[tuple[float, str]]] = {}
     for r in results:
@@ -217,7 +244,7 @@ def report(
     SVG.parent.mkdir(exist_ok=True)
     timeline.render(
         SVG,
-        f"kolabmon failover: Dovecot hangs on {source}, Icinga + kolabmon move the group to {target}",
+        f"kolabmon failover: Dovecot hangs on {source}; {who} fences it and the group runs on {target}",
         shifted,
         [(t - fault_at - start, label) for t, label in events],
         end,

@@ -75,7 +75,7 @@ class LabIcinga:
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o755)
         self.start_mail()
-        self.takeover = takeover_config.write(self.dir / "takeover", cooldown=300)
+        self.takeover = takeover_config.write(self.dir / "takeover", cooldown=300, fence=True)
         main = self.write_config()
         check = subprocess.run(self.icinga2("daemon", "-C", "-c", str(main)), capture_output=True, text=True,
                                env=self.env(), timeout=60)
