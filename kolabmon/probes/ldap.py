@@ -32,6 +32,7 @@ class LdapSearch:
 
     def probe(self) -> Iterator[nagiosplugin.Metric]:
         import socket
+        import threading
 
         import ldap3
         import nagiosplugin
@@ -48,9 +49,20 @@ class LdapSearch:
                                 receive_timeout=math.ceil(clock.remaining()), raise_exceptions=True,
                                 auto_referrals=False)
         scope = {"base": ldap3.BASE, "one": ldap3.LEVEL, "sub": ldap3.SUBTREE}[args.scope]
+        expired = threading.Event()
+
+        def expire() -> None:  # ldap3 takes whole seconds on Linux (SO_RCVTIMEO): the deadline is ours
+            expired.set()
+            try:
+                conn.socket.shutdown(socket.SHUT_RDWR)
+            except (OSError, AttributeError):
+                pass
+        deadline = threading.Timer(clock.remaining(), expire)
+        deadline.daemon = True
         try:
             clock.enter("connecting")
             conn.open()
+            deadline.start()
             # small requests on a fresh connection: without this, Nagle holds the bind ~40 ms over TLS
             conn.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if args.starttls:
@@ -74,8 +86,11 @@ class LdapSearch:
             raise runtime.PluginError(
                 f"LDAP error while {clock.step}: {exc.result} {exc.description} {exc.message}") from None
         except exceptions.LDAPException as exc:
+            if expired.is_set():
+                raise TimeoutError(f"deadline reached while {clock.step}") from None
             raise _cause(exc, clock) from None
         finally:
+            deadline.cancel()
             try:
                 conn.unbind()
             except Exception:  # already gone: nothing left to release
