@@ -139,7 +139,10 @@ class Watcher:
             thread.start()
         log(f"watching {', '.join(s.name for s in self.services)} on {self.node} (peer {self.peer})")
         while not self.stopping.is_set():
-            self.cycle()
+            try:
+                self.cycle()
+            except Exception as exc:  # the watcher outlives any one look at the cluster
+                log(f"internal error: {type(exc).__name__}: {exc}")
             self.stopping.wait(POLL)
         self.attribute(self.config.watch.fault_attribute, None)
         self.attribute(self.config.watch.health_attribute, None)
@@ -160,34 +163,34 @@ class Watcher:
         self.role = "active" if active else "passive"
         for service in self.services:
             (service.active.set if active else service.active.clear)()
-        faults = sorted((s for s in self.services if s.fault is not None), key=self.urgency)
-        if faults and self.urgency(faults[0]) and time.monotonic() - faults[0].fault.ended < SETTLE:  # type: ignore[union-attr]
+        # a snapshot: the probe threads go on changing their faults meanwhile
+        faults = sorted(((s.name, s.first_epoch, f) for s in self.services if (f := s.fault) is not None),
+                        key=self.urgency)
+        if faults and self.urgency(faults[0]) and time.monotonic() - faults[0][2].ended < SETTLE:
             faults = []  # give a fault that calls for fencing (a hang, a failing spool) its chance to show
-        self.publish(faults)
+        self.publish(faults[0] if faults else None)
         if active and faults:
-            self.act_myself(status, faults[0])
+            self.act_myself(status, *faults[0])
         elif not active:
             self.act_for_peer(status)
         self.write_status()
 
-    def urgency(self, service: ServiceWatch) -> int:
+    def urgency(self, fault: tuple[str, float, policy.Failure]) -> int:
         """0 for a fault the takeover answers by fencing first, 1 for one it answers with a move: when
         one fault brings others (a read-only spool fails IMAP logins too), the survivor sees the cause."""
-        assert service.fault is not None
-        fence_first = self.config.probes[service.name].fence_first
-        return 0 if fence_first == "always" or (fence_first == "hang" and service.fault.kind == runtime.HUNG) else 1
+        fence_first = self.config.probes[fault[0]].fence_first
+        return 0 if fence_first == "always" or (fence_first == "hang" and fault[2].kind == runtime.HUNG) else 1
 
     # --- publishing -------------------------------------------------------------------------
 
-    def publish(self, faults: list[ServiceWatch]) -> None:
+    def publish(self, fault: tuple[str, float, policy.Failure] | None) -> None:
         watch = self.config.watch
-        self.attribute(watch.health_attribute, "yellow" if faults else "green")
-        if not faults:
+        self.attribute(watch.health_attribute, "yellow" if fault else "green")
+        if fault is None:
             self.attribute(watch.fault_attribute, None)
             return
-        s = faults[0]
-        assert s.fault is not None
-        value = f"{time.time():.1f} {s.first_epoch:.1f} {s.name} {s.fault.kind} {s.fault.line}"
+        name, first, failure = fault
+        value = f"{time.time():.1f} {first:.1f} {name} {failure.kind} {failure.line}"
         previous = self.published.get(watch.fault_attribute) or ""
         refreshed = float(previous.split(" ", 1)[0]) if previous else 0.0
         if previous.split(" ", 2)[2:] != value.split(" ", 2)[2:] or time.time() - refreshed > 1:
@@ -222,15 +225,13 @@ class Watcher:
             return
         self.trigger(self.peer, service, kind, line, time.time() - first)
 
-    def act_myself(self, status: pacemaker.Status, service: ServiceWatch) -> None:
+    def act_myself(self, status: pacemaker.Status, name: str, first: float, fault: policy.Failure) -> None:
         """The degraded node's part: only when nobody else will (the peer is not online), or the
         survivor's watcher did not take over within HANDOFF seconds."""
-        fault = service.fault
-        assert fault is not None
         peer = status.node(self.peer)
         if peer is not None and peer.online and time.monotonic() - fault.ended < HANDOFF:
             return
-        self.trigger(self.node, service.name, fault.kind, fault.line, time.time() - service.first_epoch)
+        self.trigger(self.node, name, fault.kind, fault.line, time.time() - first)
 
     def trigger(self, node: str, service: str, kind: str, line: str, detection: float) -> None:
         if self.worker is not None and self.worker.is_alive():
