@@ -170,10 +170,14 @@ def one_run(cluster: lab.Cluster, setup: str, kind: str, workdir: Path, options:
             break
         time.sleep(0.5)
     records = runs_records()
+    try:  # where the group runs once Pacemaker is done (a restart in place passes through "nowhere")
+        where = cluster.wait_group(timeout=60)
+    except lab.LabError:
+        where = "?"
     acted = [r for r in records if r.get("moved") is not None]
     result: dict[str, object] = {
         "setup": setup, "class": kind, "outage": None if client.back is None else round(client.back, 2),
-        "moved": (lab.group_node(cluster.status()) or "?") != source, "fences": fences(cluster, start_epoch),
+        "moved": where != source, "fences": fences(cluster, start_epoch),
         "kolabmon_moves": sum(1 for r in records if r.get("moved")), "decisions": [r.get("reason") for r in records]}
     if acted:
         record, d = acted[0], acted[0]["durations"]

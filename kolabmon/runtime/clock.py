@@ -19,7 +19,6 @@ REPORT_SHARE = 0.1  # polling stops this share of --timeout early (HANG_MARGIN t
 SHORTEST_WAIT = 0.1  # the least any wait gets, so that a step late in the budget still looks once
 REPROBE_WINDOWS = 2  # after a move the takeover re-probes the new node for this many probe timeouts
 REPROBE_MIN = 1.0  # each such re-probe gets at least this long, even at the end of that window
-LOCK_SLACK = 30.0  # a waiting takeover outwaits the holder's move and verify window, plus this for its re-probe
 
 
 class Clock:

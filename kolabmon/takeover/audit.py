@@ -1,8 +1,8 @@
 """The takeover's audit log: one JSON object per line, one line per decision, append-only.
 
-kolabmon-takeover writes it and reads it back for the cool-down; kolabmon-notify reads it for the
-last takeover. Both read it here, by one rule (`tail`), so they never disagree about what the log
-says. Every record has `epoch` (for arithmetic) and `time` (for people). An event's record adds
+The takeover writes it (kolabmon-takeover and kolabmon-watch alike); kolabmon-notify reads it for
+the last takeover, here, by one rule (`tail`). The cool-down is kept by the cluster (the backend),
+not read from this log. Every record has `epoch` (for arithmetic) and `time` (for people). An event's record adds
 `cluster`, `dry_run`, `event`, `durations` and, once decided, `decision`, `reason`, `exit` and
 `finished` (plus `cluster_state`, `second_opinion`, `verify`, `moved`, `fenced` as far as it got);
 `recover` writes `command`, `node`, `result`, `reason`; an internal error `decision: "error"`.
@@ -121,18 +121,6 @@ def _real(records: list[Record]) -> list[Record]:
 def last_move(records: list[Record]) -> Record | None:
     """The latest move kolabmon made: the group did move (not a dry run, not a failed attempt)."""
     return next((r for r in reversed(_real(records)) if r.get("moved")), None)
-
-
-def moved_at(path: Path) -> float | None:
-    """When the last move kolabmon made finished (None: never, or no log yet); the cool-down's start."""
-    try:
-        move = last_move(tail(path))
-    except FileNotFoundError:
-        return None
-    if move is None:
-        return None
-    when = move.get("finished", move.get("epoch"))
-    return float(when) if isinstance(when, int | float) else None
 
 
 def last_takeover(records: list[Record]) -> Record | None:

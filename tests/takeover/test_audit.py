@@ -57,18 +57,6 @@ def test_the_read_is_bounded_to_whole_lines_of_the_tail(tmp_path: Path) -> None:
     assert audit.tail(log) == [json.loads(lines[0])]
 
 
-def test_moved_at_counts_only_real_moves(tmp_path: Path) -> None:
-    log = tmp_path / "audit.jsonl"
-    assert audit.moved_at(log) is None  # no log yet: never moved
-    audit.append(log, a_move(moved=False))
-    assert audit.moved_at(log) is None
-    move = a_move()
-    audit.append(log, move)
-    audit.append(log, a_move(dry_run=True))
-    audit.append(log, audit.decided(audit.event_record("kolab-cluster", EVENT, False), "refuse", "cool-down", 1, {}))
-    assert audit.moved_at(log) == move["finished"]
-
-
 def test_readers_agree_on_the_last_takeover_decision_and_recovery(tmp_path: Path) -> None:
     failed, moved = a_move(moved=False), a_move()
     recover = audit.recovered(audit.recover_record("node1", False), "recovered", "node1: recovered")

@@ -160,3 +160,28 @@ def test_ten_concurrent_calls_move_exactly_once(cluster, config) -> None:
     assert len([r for r in audit(config) if r.get("moved")]) == 1
     assert all(r.returncode in (0, 1) for r in results), [r.stdout for r in results]
     assert imap_from_client(cluster, config).returncode == 0
+
+
+def lock_held_by(cluster, value: str) -> None:
+    cluster.crm("cibadmin", "-o", "crm_config", "-C", "-X",
+                '<cluster_property_set id="kolabmon-lock"><nvpair id="kolabmon-lock-holder" '
+                f'name="kolabmon-lock-holder" value="{value}"/></cluster_property_set>')
+
+
+def test_the_cluster_wide_lock_waits_for_a_live_holder_and_breaks_a_dead_ones(cluster, config) -> None:
+    source = cluster.active_node()
+    cluster.hang(source, "dovecot")
+    # a holder whose budget has not ended: the call waits what its own budget allows (here nothing)
+    lock_held_by(cluster, f"watcher on node9 node=- until {int(time.time()) + 600}")
+    busy = handler(cluster, config, *event("imap"), "--timeout", "190")
+    assert busy.returncode == 0, busy.stdout
+    assert "another takeover is still in progress (watcher on node9" in busy.stdout, busy.stdout
+    assert cluster.active_node() == source
+    # a holder past its budget was killed: its lock is removed (exactly that one) and the move goes on
+    cluster.crm("cibadmin", "-o", "crm_config", "-D", "-X", '<cluster_property_set id="kolabmon-lock"/>')
+    lock_held_by(cluster, "icinga on gone node=- until 1")
+    moved = handler(cluster, config, *event("imap"))
+    assert moved.returncode == 0 and moved.stdout.startswith("TAKEOVER ACTED - moved kolab"), moved.stdout
+    left = cluster.crm("cibadmin", "-Q", "--xpath", "//nvpair[@id='kolabmon-lock-holder']")
+    assert left.returncode != 0, left.stdout  # released after the move
+    cluster.restore(source, timeout=90)
