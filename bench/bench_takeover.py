@@ -174,6 +174,8 @@ def one_run(cluster: lab.Cluster, setup: str, kind: str, workdir: Path, options:
         where = cluster.wait_group(timeout=60)
     except lab.LabError:
         where = "?"
+    if kind in ("hung-dovecot", "hung-slapd", "readonly-spool") and lab.node_pid1(source) and where == source:
+        cluster.kill_node(source)  # nothing recovered it (Pacemaker alone): the next run starts clean
     acted = [r for r in records if r.get("moved") is not None]
     result: dict[str, object] = {
         "setup": setup, "class": kind, "outage": None if client.back is None else round(client.back, 2),
