@@ -202,10 +202,20 @@ def act(config: Config, trigger: Trigger, backend: Backend, record: audit.Record
     if fence_first and backend.local_node() == source:
         # this call runs on the node it is about to fence (an agent's handler): it cannot follow or
         # verify, so it says so and lets go of the lock first; the cool-down is already recorded
-        finish(policy.ACT, f"fencing {source} (this node) at once; the group starts on {target}, this call "
-               "cannot follow or verify it", 0, "ACTED", moved=True, fenced=True,
-               fence_first="requested from the node itself")
-        backend.release()
+        done = finish(policy.ACT, f"fencing {source} (this node) at once; the group starts on {target}, this call "
+                      "cannot follow or verify it", 0, "ACTED", moved=True, fenced=True,
+                      fence_first="requested from the node itself")
+        try:
+            backend.release()
+        except BackendError:
+            pass  # it is stale once this node is gone
+        why = backend.fence(source, target, max(min(60.0, deadline - mark - verify_window), 5.0))
+        if why is None:
+            return done  # (this process dies with its node first)
+        # still alive: nothing was fenced, and without the lock this call moves nothing
+        record.pop("moved", None)
+        return finish(policy.ACT, f"fencing {source} (this node) was refused: {why}; nothing moved", EXIT_FAILED,
+                      "FAILED", moved=False, fenced=False, fence_first=why)
     if fence_first:
         why = backend.fence(source, target, max(min(60.0, deadline - mark - verify_window), 5.0))
         durations["fence"] = round(time.monotonic() - mark, 3)

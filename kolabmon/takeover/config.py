@@ -100,19 +100,28 @@ def _positive(table: dict, key: str, default: float, where: str = "config") -> f
 def _watch(table: dict, services: dict[str, Probe]) -> Watch:
     _only(table, WATCH, "in [watch]")
     names = _get(table, "services", list, "[watch]", list(services))
-    unknown = [name for name in names if name not in services]
-    if unknown or not names or not all(isinstance(name, str) for name in names):
+    unknown = [name for name in names if not isinstance(name, str) or name not in services]
+    if unknown or not names:
         raise ConfigError(f"[watch]: 'services' must name services of [services] ({', '.join(services)}), "
                           f"not {', '.join(map(str, unknown)) or 'none'}")
     failures = _get(table, "failures", int, "[watch]", Watch.failures)
     if failures < 1:
         raise ConfigError("[watch]: 'failures' must be 1 or more")
-    return Watch(interval=_positive(table, "interval", Watch.interval, "[watch]"),
-                 timeout=_positive(table, "timeout", Watch.timeout, "[watch]"), failures=failures,
-                 window=_positive(table, "window", Watch.window, "[watch]"), services=tuple(names),
-                 retry=_positive(table, "retry", Watch.retry, "[watch]"),
-                 fault_attribute=str(_get(table, "fault_attribute", str, "[watch]", Watch.fault_attribute)),
-                 health_attribute=str(_get(table, "health_attribute", str, "[watch]", Watch.health_attribute)))
+    watch = Watch(interval=_positive(table, "interval", Watch.interval, "[watch]"),
+                  timeout=_positive(table, "timeout", Watch.timeout, "[watch]"), failures=failures,
+                  window=_positive(table, "window", Watch.window, "[watch]"), services=tuple(names),
+                  retry=_positive(table, "retry", Watch.retry, "[watch]"),
+                  fault_attribute=str(_get(table, "fault_attribute", str, "[watch]", Watch.fault_attribute)),
+                  health_attribute=str(_get(table, "health_attribute", str, "[watch]", Watch.health_attribute)))
+    shortest = watch.failures * watch.timeout + (watch.failures - 1) * watch.interval
+    if watch.window < shortest:
+        raise ConfigError(f"[watch]: 'window' {watch.window:g} s is shorter than {watch.failures} hung probes take "
+                          f"({shortest:g} s): a hang could never be confirmed")
+    if not watch.fault_attribute.strip() or " " in watch.fault_attribute or watch.fault_attribute.startswith("#"):
+        raise ConfigError("[watch]: 'fault_attribute' must be one word, not a #health- attribute")
+    if not watch.health_attribute.startswith("#health-") or " " in watch.health_attribute:
+        raise ConfigError("[watch]: 'health_attribute' must start with #health- (Pacemaker's node health)")
+    return watch
 
 
 def _argv(value: object, where: str) -> tuple[str, ...]:
@@ -221,8 +230,8 @@ def load(path: str | Path) -> Config:
         lock=Path(str(_get(data, "lock", str, "config", str(state_dir / "takeover.lock")))),
         audit=Path(str(_get(data, "audit", str, "config", str(state_dir / "audit.jsonl")))),
         commands=commands, watch=_watch(_get(data, "watch", dict, "config", {}), probes))
-    if config.budget < config.move_needs() + BUDGET_MARGIN:
+    if config.budget < config.move_needs():
         raise ConfigError(f"config: 'budget' {config.budget:g} s cannot hold one takeover: probe_timeout, "
                           f"restart_grace, transition_timeout and the verification need {config.move_needs():g} s "
-                          f"+ {BUDGET_MARGIN:g} s (raise the budget and the EventCommand's timeout, or lower those)")
+                          "(raise the budget and the EventCommand's timeout, or lower those)")
     return config

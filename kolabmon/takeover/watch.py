@@ -45,6 +45,7 @@ HANDOFF = 3.0     # the degraded node acts itself if the survivor has not taken 
 FRESH = 5.0       # a published fault older than this (its watcher stopped refreshing it) is ignored
 SETTLE = 0.5      # a fault answered by a move waits this long for one answered by fencing
 TOOL_TIMEOUT = 10.0
+STOP_WAIT = 7.0   # on SIGTERM, how long a takeover in progress may go on (the agent kills after 10 s)
 
 
 def log(text: str) -> None:
@@ -64,7 +65,7 @@ class ServiceWatch:
             raise ConfigError(f"[watch]: {name}'s reprobe {argv[0]} is not a kolabmon check (they run in-process)")
         try:
             self.plugin: runtime.Plugin = importlib.import_module(f"kolabmon.probes.{module}").PLUGIN
-        except ImportError:
+        except (ImportError, AttributeError):
             raise ConfigError(f"[watch]: {name}'s reprobe {argv[0]}: no such kolabmon check") from None
         try:
             self.args = self.plugin.prepare(list(argv[1:]))
@@ -85,8 +86,11 @@ class ServiceWatch:
                 self.active.wait(POLL)
                 continue
             began = time.monotonic()
-            outcome = self.plugin.run(self.args, self.watch.timeout)
-            self.record(outcome, began, time.monotonic())
+            try:
+                outcome = self.plugin.run(self.args, self.watch.timeout)
+                self.record(outcome, began, time.monotonic())
+            except Exception as exc:  # Plugin.run never raises; should anything else, the thread lives on
+                log(f"{self.name}: internal error: {type(exc).__name__}: {exc}")
             stopping.wait(self.watch.interval)
 
     def record(self, outcome: runtime.Outcome, began: float, ended: float) -> None:
@@ -112,6 +116,11 @@ class ServiceWatch:
     def reset(self, why: str) -> None:
         with self.lock:
             self.streak, self.fault, self.line = [], None, why
+
+    def snapshot(self) -> tuple[str, float, policy.Failure] | None:
+        """(service, wall clock of the streak's first failure, the confirming failure), or None."""
+        with self.lock:
+            return (self.name, self.first_epoch, self.fault) if self.fault is not None else None
 
 
 # --- the node's watcher ------------------------------------------------------------------------
@@ -144,6 +153,9 @@ class Watcher:
             except Exception as exc:  # the watcher outlives any one look at the cluster
                 log(f"internal error: {type(exc).__name__}: {exc}")
             self.stopping.wait(POLL)
+        if self.worker is not None and self.worker.is_alive():
+            log("waiting for the takeover in progress")
+            self.worker.join(STOP_WAIT)  # the agent's stop sends KILL after half its 20 s timeout
         self.attribute(self.config.watch.fault_attribute, None)
         self.attribute(self.config.watch.health_attribute, None)
         log("stopped")
@@ -164,8 +176,7 @@ class Watcher:
         for service in self.services:
             (service.active.set if active else service.active.clear)()
         # a snapshot: the probe threads go on changing their faults meanwhile
-        faults = sorted(((s.name, s.first_epoch, f) for s in self.services if (f := s.fault) is not None),
-                        key=self.urgency)
+        faults = sorted((f for s in self.services if active and (f := s.snapshot()) is not None), key=self.urgency)
         if faults and self.urgency(faults[0]) and time.monotonic() - faults[0][2].ended < SETTLE:
             faults = []  # give a fault that calls for fencing (a hang, a failing spool) its chance to show
         self.publish(faults[0] if faults else None)

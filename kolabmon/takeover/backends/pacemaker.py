@@ -25,12 +25,18 @@ TOOL_TIMEOUT = 15.0
 POLL = 0.5
 MOVING_ROLES = ("Starting", "Stopping", "Migrating", "Promoting", "Demoting")
 LOCK, STATE = "kolabmon-lock", "kolabmon-state"  # cluster_property_set ids in crm_config
+RELEASE_TIMEOUT = 4.0  # per node: the release runs within the budget's margin
 LOCK_HOLDER, LAST_MOVE = "kolabmon-lock-holder", "kolabmon-last-move"  # their nvpairs
 
 
 def _nvpair_set(set_id: str, name: str, value: str) -> str:
     return (f'<cluster_property_set id="{set_id}"><nvpair id="{name}" name="{name}" value={quoteattr(value)}/>'
             "</cluster_property_set>")
+
+
+def _lock_xpath(value: str) -> str:
+    """The lock set whose holder has exactly this value (values never hold a quote: `_safe`)."""
+    return f"//cluster_property_set[@id='{LOCK}'][nvpair[@value='{value}']]"
 
 
 def _safe(text: str) -> str:
@@ -98,7 +104,7 @@ class PacemakerBackend:
 
     # --- the lock and the last move, in the CIB ----------------------------------------------
 
-    def cib(self, argv: list[str]) -> tuple[int, str, str]:
+    def cib(self, argv: list[str], timeout: float = TOOL_TIMEOUT) -> tuple[int, str, str]:
         """A CIB command on any node that answers (the CIB is cluster-wide): the one that last answered
         crm_mon first; a node that cannot be reached (its prefix exits 255) is skipped."""
         if self.where is None:
@@ -106,7 +112,7 @@ class PacemakerBackend:
         order = sorted(self.config.nodes, key=lambda n: n != self.where)
         for node in order:
             try:
-                code, out, err = self.run(node, argv)
+                code, out, err = self.run(node, argv, timeout)
             except BackendError:
                 continue
             if code == 255 and self.config.nodes[node]:
@@ -153,24 +159,30 @@ class PacemakerBackend:
     def acquire(self, holder: str, until: float) -> str | None:
         value = f"{_safe(holder)} node={self.local_node() or '-'} until {until:.0f}"
         for _ in range(2):
-            code, _, _ = self.cib(["cibadmin", "-o", "crm_config", "-C", "-X", _nvpair_set(LOCK, LOCK_HOLDER, value)])
+            code, _, err = self.cib(["cibadmin", "-o", "crm_config", "-C", "-X",
+                                     _nvpair_set(LOCK, LOCK_HOLDER, value)])
             if code == 0:
                 self.held = value
                 return None
+            if "exists" not in err.lower():  # not "held": the CIB refused the write itself
+                raise BackendError(f"cibadmin refused the lock: {err.strip() or f'exit {code}'}")
             current = self.crm_config().get(LOCK_HOLDER)
             if current is None:  # released between the two calls: try once more
                 continue
-            if not self.stale(current):
+            if not self.stale(current) or "'" in current:  # (a value we cannot quote is not ours to break)
                 return current
             # its holder was killed: remove exactly that lock (a newer one stays), and take it
-            self.cib(["cibadmin", "-D", "--xpath", f"//cluster_property_set[@id='{LOCK}'][nvpair[@value='{current}']]"])
+            self.cib(["cibadmin", "-D", "--xpath", _lock_xpath(current)])
         return self.crm_config().get(LOCK_HOLDER) or "someone (the lock changed hands twice)"
 
     def release(self) -> None:
+        """Bounded (it runs after the budget's work): a lock left behind expires with its budget."""
         if self.held is None:
             return
-        self.cib(["cibadmin", "-D", "--xpath", f"//cluster_property_set[@id='{LOCK}'][nvpair[@value='{self.held}']]"])
-        self.held = None
+        held, self.held = self.held, None
+        code, _, err = self.cib(["cibadmin", "-D", "--xpath", _lock_xpath(held)], timeout=RELEASE_TIMEOUT)
+        if code != 0:
+            raise BackendError(f"cannot release the lock: {err.strip() or f'exit {code}'}")
 
     def last_move(self) -> policy.LastMove | None:
         words = self.crm_config().get(LAST_MOVE, "").split(" ", 3)
@@ -189,7 +201,10 @@ class PacemakerBackend:
     # --- acting ----------------------------------------------------------------------------
 
     def fence(self, source: str, target: str, timeout: float) -> str | None:
-        status, _ = self.status(prefer=target)
+        try:
+            status, _ = self.status(prefer=target)
+        except BackendError as exc:
+            return f"cannot read the cluster before fencing: {exc}"
         if not self.may_fence(status, source, target):
             return f"no fencing from {target} (needs quorum, {target} online, stonith enabled, a fence device)"
         # --delay=-1 skips pcmk_delay_base for this request only: that delay is the split-brain tie-break,
