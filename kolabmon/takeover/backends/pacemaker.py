@@ -26,6 +26,7 @@ POLL = 0.5
 MOVING_ROLES = ("Starting", "Stopping", "Migrating", "Promoting", "Demoting")
 LOCK, STATE = "kolabmon-lock", "kolabmon-state"  # cluster_property_set ids in crm_config
 RELEASE_TIMEOUT = 4.0  # per node: the release runs within the budget's margin
+CIB_EXISTS = 108  # cibadmin -C of an id that exists: "File exists" (Pacemaker 2.1 and 3.0)
 LOCK_HOLDER, LAST_MOVE = "kolabmon-lock-holder", "kolabmon-last-move"  # their nvpairs
 
 
@@ -159,12 +160,12 @@ class PacemakerBackend:
     def acquire(self, holder: str, until: float) -> str | None:
         value = f"{_safe(holder)} node={self.local_node() or '-'} until {until:.0f}"
         for _ in range(2):
-            code, _, err = self.cib(["cibadmin", "-o", "crm_config", "-C", "-X",
-                                     _nvpair_set(LOCK, LOCK_HOLDER, value)])
+            code, out, err = self.cib(["cibadmin", "-o", "crm_config", "-C", "-X",
+                                       _nvpair_set(LOCK, LOCK_HOLDER, value)])
             if code == 0:
                 self.held = value
                 return None
-            if "exists" not in err.lower():  # not "held": the CIB refused the write itself
+            if code != CIB_EXISTS and "file exists" not in (out + err).lower():  # the CIB refused the write itself
                 raise BackendError(f"cibadmin refused the lock: {err.strip() or f'exit {code}'}")
             current = self.crm_config().get(LOCK_HOLDER)
             if current is None:  # released between the two calls: try once more
