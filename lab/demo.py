@@ -184,10 +184,8 @@ def report(
     verified = moved_at + durations.get("verify", 0)
     ok_again = next((r.epoch for r in imap if hard and r.epoch > hard and r.state == "OK"), None)
     mails = sorted(icinga.oncall_mail(), key=lambda m: m["epoch"])
-    problem_mail = next(
-        (m["epoch"] for m in mails if m["epoch"] >= fault_at - 1 and "imap" in m["subject"].lower()),
-        next((m["epoch"] for m in mails if m["epoch"] >= fault_at - 1), None),
-    )
+    mail = next((m for m in mails if m["epoch"] >= fault_at - 1 and "imap" in m["subject"].lower()),
+                next((m for m in mails if m["epoch"] >= fault_at - 1), None))
     fenced = fence_time(cluster, source)
     who = moved["origin"]
     events = [
@@ -203,7 +201,7 @@ def report(
         (late and late.get("finished"), f"Icinga's handler ({late['event']['state_type']}): {late['decision']}"
          if late else ""),
         (ok_again, f"Icinga: IMAP OK, served by {target}"),
-        (problem_mail, "on-call notification delivered"),
+        (mail and mail["epoch"], f"on-call mail: {mail['subject'][:70]}" if mail else ""),
     ]
     events = sorted((t, label) for t, label in events if t)
     print("\nTimeline (seconds after the fault):")
