@@ -1,8 +1,8 @@
 """The shared plugin runtime: standard options, secrets, deadline, exception → state, output.
 
-Every probe module builds a `nagiosplugin.Check` and hands it to `run()` (in-process: returns
-an `Outcome`, never exits) or to `main()` (the executable: parse argv, arm the watchdog, print
-one line, return the exit code). Only argparse and the standard library are imported at module
+Every probe module describes itself as a `Plugin`: `Plugin.main()` is the executable (parse argv,
+arm the watchdog, print one line, return the exit code), `Plugin.run()` an in-process check (returns
+an `Outcome`, never exits) for a resident caller. Only argparse and the standard library are imported at module
 level, so `--help` and usage errors cost no protocol library (bench/bench_checks.py); typing,
 dataclasses and threading cost start-up time that --help must not pay, so type-only imports sit
 under `TYPE_CHECKING = False`.
@@ -11,7 +11,7 @@ under `TYPE_CHECKING = False`.
     options     the standard options, value types, the password
     clock       the deadline, exception → state
     checks      evaluate and present on nagiosplugin (imported only when a check runs)
-    executable  run() in-process, the watchdog, main()
+    executable  run() in-process, the watchdog, Plugin (main() and in-process runs)
 """
 
 from kolabmon.runtime.base import (
@@ -49,7 +49,7 @@ from kolabmon.runtime.clock import (
     failure_kind,
     safe_classify,
 )
-from kolabmon.runtime.executable import Plugin, Watchdog, execute, main, run
+from kolabmon.runtime.executable import Plugin, Watchdog, execute, run
 from kolabmon.runtime.options import (
     HIDDEN,
     Parser,
@@ -75,7 +75,7 @@ __all__ = [
     "CHILD_KILL_MARGIN", "GOODBYE_LIMIT", "GOODBYE_MARGIN", "HANG_MARGIN", "REPORT_SHARE",
     "REPROBE_MIN", "REPROBE_WINDOWS", "SHORTEST_WAIT", "TOOL_TIMEOUT_MARGIN", "Clock", "classify", "safe_classify",
     "failure_kind", "HUNG", "GONE", "WRONG",
-    "Plugin", "Watchdog", "execute", "main", "run",
+    "Plugin", "Watchdog", "execute", "run",
     "HIDDEN", "Parser", "add_auth", "add_tls", "command_line", "days", "nagios_range", "parse", "parser", "password",
     "port_number", "positive_seconds", "readable_ca", "state_name", "zero_or_one",
 ]

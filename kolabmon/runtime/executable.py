@@ -1,4 +1,4 @@
-"""Running a built check: in-process (`run`) or as the executable (`main`: parse, watchdog, one line)."""
+"""Running a built check: in-process (`run`) or as the executable (`Plugin.main`: parse, watchdog, one line)."""
 
 from __future__ import annotations
 
@@ -79,15 +79,6 @@ def execute(service: str, clock: Clock, timeout_state: int, secrets: Sequence[st
     if not watchdog.emit(outcome.text + "\n"):
         time.sleep(5)  # the watchdog is printing and exiting; do not race it
     return outcome.state
-
-
-def main(service: str, build: Callable[[argparse.Namespace, Clock], nagiosplugin.Check],
-         make_parser: Callable[[], Parser], argv: Sequence[str] | None = None,
-         required: Sequence[str] = ("hostname",),
-         logs_in: Callable[[argparse.Namespace], bool] = lambda args: False,
-         validate: Callable[[argparse.Namespace], None] | None = None) -> int:
-    """The executable: parse, arm the watchdog, run, print one line, return the exit code."""
-    return Plugin(service, build, make_parser, required=required, logs_in=logs_in, validate=validate).main(argv)
 
 
 class Plugin:
