@@ -76,26 +76,20 @@ def run_probe(config: Config, probe: Probe, active: str | None, timeout: float) 
     return proc.returncode, first.split(" | ", 1)[0]  # the status line without its perfdata
 
 
-def verify(config: Config, probe: Probe, active: str, deadline: float) -> tuple[int, str]:
-    """The failing probe must pass on the cluster IP, served by the new node; retried until the deadline."""
+def until_it_passes(config: Config, probe: Probe, active: str, deadline: float, pause_first: bool = False
+                    ) -> tuple[int, str]:
+    """Re-probe every second until the probe passes or the deadline: the verification on the new node,
+    and (pausing first) a gone service's wait for Pacemaker's restart in place."""
     code, line = runtime.CRITICAL, "not run"
     while time.monotonic() < deadline:
+        if pause_first:
+            time.sleep(1)
         left = max(deadline - time.monotonic(), runtime.REPROBE_MIN)
         code, line = run_probe(config, probe, active, min(config.probe_timeout, left))
         if code == 0:
             break
-        time.sleep(1)
-    return code, line
-
-
-def restarted_in_place(config: Config, probe: Probe, active: str, until: float) -> tuple[int, str]:
-    """A gone service: re-probe until Pacemaker's restart in place serves it again (exit 0) or `until`."""
-    code, line = runtime.CRITICAL, "not run"
-    while time.monotonic() < until:
-        time.sleep(1)
-        code, line = run_probe(config, probe, active, min(config.probe_timeout, max(until - time.monotonic(), 1)))
-        if code == 0:
-            break
+        if not pause_first:
+            time.sleep(1)
     return code, line
 
 
@@ -180,7 +174,7 @@ def act(config: Config, trigger: Trigger, backend: Backend, record: audit.Record
         code, line = run_probe(config, probe, source, config.hang_probe_timeout if hung else config.probe_timeout)
     kind = runtime.failure_kind(line)
     if kind == runtime.GONE and not trigger.confirmed:  # Pacemaker's monitor and restart in place come first
-        code, line = restarted_in_place(config, probe, source, started + config.rules.restart_grace)
+        code, line = until_it_passes(config, probe, source, started + config.rules.restart_grace, pause_first=True)
     durations["reprobe"] = round(time.monotonic() - mark, 3)
     record["second_opinion"] = audit.probe_result(code, line) | {"kind": kind}
     if code == 0:
@@ -189,8 +183,7 @@ def act(config: Config, trigger: Trigger, backend: Backend, record: audit.Record
     if code == runtime.UNKNOWN:
         return finish(policy.REFUSE, f"second opinion could not run ({line}): not moving on a broken check", 1,
                       "REFUSED")
-    fence_first = config.fence and (probe.fence_first == "always" or (probe.fence_first == "hang"
-                                                                       and kind == runtime.HUNG))
+    fence_first = config.fence and probe.fences_first(kind)
     if trigger.dry_run:
         how = f"fence {source} first and move" if fence_first else "move"
         return finish(policy.ACT, f"dry run: would {how} {config.group} {source} -> {target} (second opinion: "
@@ -198,6 +191,7 @@ def act(config: Config, trigger: Trigger, backend: Backend, record: audit.Record
     backend.note_move(policy.LastMove(time.time(), source, target, trigger.origin))
     verify_window = config.probe_timeout * runtime.REPROBE_WINDOWS
     mark = time.monotonic()
+    fence_timeout = max(min(60.0, deadline - mark - verify_window), 5.0)
     fenced_first = False
     if fence_first and backend.local_node() == source:
         # this call runs on the node it is about to fence (an agent's handler): it cannot follow or
@@ -209,7 +203,7 @@ def act(config: Config, trigger: Trigger, backend: Backend, record: audit.Record
             backend.release()
         except BackendError:
             pass  # it is stale once this node is gone
-        why = backend.fence(source, target, max(min(60.0, deadline - mark - verify_window), 5.0))
+        why = backend.fence(source, target, fence_timeout)
         if why is None:
             return done  # (this process dies with its node first)
         # still alive: nothing was fenced, and without the lock this call moves nothing
@@ -217,7 +211,7 @@ def act(config: Config, trigger: Trigger, backend: Backend, record: audit.Record
         return finish(policy.ACT, f"fencing {source} (this node) was refused: {why}; nothing moved", EXIT_FAILED,
                       "FAILED", moved=False, fenced=False, fence_first=why)
     if fence_first:
-        why = backend.fence(source, target, max(min(60.0, deadline - mark - verify_window), 5.0))
+        why = backend.fence(source, target, fence_timeout)
         durations["fence"] = round(time.monotonic() - mark, 3)
         record["fence_first"] = why or "done"
         fenced_first = why is None
@@ -234,7 +228,7 @@ def act(config: Config, trigger: Trigger, backend: Backend, record: audit.Record
         return finish(policy.ACT, f"move {source} -> {target} {settled.outcome}: {settled.detail}", EXIT_FAILED,
                       "FAILED", moved=False)
     mark = time.monotonic()
-    code, line = verify(config, probe, target, min(mark + verify_window, deadline))
+    code, line = until_it_passes(config, probe, target, min(mark + verify_window, deadline))
     durations["verify"] = round(time.monotonic() - mark, 3)
     record["verify"] = audit.probe_result(code, line)
     fenced = f", {source} fenced" + (" first" if fenced_first else "") if record["fenced"] else ""

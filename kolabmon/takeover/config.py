@@ -30,6 +30,10 @@ class Probe:
     on_active_node: bool = False
     fence_first: str = "hang"  # with fence = true: fence the node first on a "hang", "always" or "never"
 
+    def fences_first(self, kind: str) -> bool:
+        """Is a failure of this `kind` (runtime.failure_kind) answered by fencing the node first?"""
+        return self.fence_first == "always" or (self.fence_first == "hang" and kind == runtime.HUNG)
+
 
 @dataclass(frozen=True)
 class Watch:

@@ -189,8 +189,7 @@ class Watcher:
     def urgency(self, fault: tuple[str, float, policy.Failure]) -> int:
         """0 for a fault the takeover answers by fencing first, 1 for one it answers with a move: when
         one fault brings others (a read-only spool fails IMAP logins too), the survivor sees the cause."""
-        fence_first = self.config.probes[fault[0]].fence_first
-        return 0 if fence_first == "always" or (fence_first == "hang" and fault[2].kind == runtime.HUNG) else 1
+        return 0 if self.config.probes[fault[0]].fences_first(fault[2].kind) else 1
 
     # --- publishing -------------------------------------------------------------------------
 
