@@ -180,6 +180,18 @@ def run(prefix: str, node: str | None, argv: Sequence[str], timeout: float) -> s
         raise TimeoutError(f"{argv[0]} did not answer") from None
 
 
+def local_node(timeout: float) -> str:
+    """This machine's cluster node name (`crm_node -n`); ToolError with the reason if it has none."""
+    try:
+        done = run("", None, ["crm_node", "-n"], timeout)
+    except TimeoutError as exc:
+        raise ToolError(str(exc)) from None
+    name = done.stdout.strip()
+    if done.returncode != 0 or not name:
+        raise ToolError(f"crm_node -n: {done.stderr.strip() or f'exit {done.returncode}'}")
+    return name
+
+
 def status(prefix: str, node: str | None, timeout: float) -> Status:
     """crm_mon on that node, parsed; StackDown if the stack is not running there."""
     proc = run(prefix, node, CRM_MON, timeout)

@@ -28,7 +28,6 @@ import importlib
 import json
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -212,8 +211,8 @@ class Watcher:
             return
         argv = ["attrd_updater", "-n", name, "-N", self.node] + (["-D"] if value is None else ["-U", value])
         try:
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=TOOL_TIMEOUT, stdin=subprocess.DEVNULL)
-        except (OSError, subprocess.TimeoutExpired) as exc:
+            done = pacemaker.run("", None, argv, TOOL_TIMEOUT)
+        except (pacemaker.ToolError, TimeoutError) as exc:
             log(f"attrd_updater {name}: {exc}")
             return
         if done.returncode == 0:
@@ -283,15 +282,11 @@ class Watcher:
 # --- the executable ----------------------------------------------------------------------------
 
 
-def local_node() -> str:
+def this_node() -> str:
     try:
-        done = subprocess.run(["crm_node", "-n"], capture_output=True, text=True, timeout=TOOL_TIMEOUT,
-                              stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise ConfigError(f"--node not given and crm_node -n failed: {exc}") from None
-    if done.returncode != 0 or not done.stdout.strip():
-        raise ConfigError(f"--node not given and crm_node -n failed: {done.stderr.strip() or done.returncode}")
-    return done.stdout.strip()
+        return pacemaker.local_node(TOOL_TIMEOUT)
+    except pacemaker.ToolError as exc:
+        raise ConfigError(f"--node not given and {exc}") from None
 
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:
@@ -317,7 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stdout.write(f"WATCH OK - installed {where}\n")
             return 0
         config = load(args.config)
-        node = args.node or (local_node() if args.command == "run" else next(iter(config.nodes)))
+        node = args.node or (this_node() if args.command == "run" else next(iter(config.nodes)))
         watcher = Watcher(config, node, args.status_file)
     except (runtime.UsageError, ConfigError, OSError, ValueError) as exc:
         sys.stdout.write(f"WATCH ERROR - {' '.join(str(exc).split())}\n")

@@ -144,3 +144,11 @@ def test_it_runs_without_a_cluster_keeps_its_status_fresh_and_stops_on_sigterm(d
         out, err = proc.communicate(timeout=15)
     assert proc.returncode == 0, err
     assert PASSWORD not in out + err and "stopped" in err
+
+
+def test_without_node_and_without_a_cluster_it_says_so_in_one_line(dovecot, tmp_path) -> None:
+    config = write_config(tmp_path, dovecot.ports["imap"])
+    done = subprocess.run([str(BIN / "kolabmon-watch"), "--config", str(config)], capture_output=True, text=True,
+                          timeout=30, env=clean_env(PATH=f"{tmp_path}:/usr/bin:/bin"))  # no crm_node here
+    assert done.returncode == 3 and done.stderr == "", done.stderr
+    assert done.stdout == "WATCH ERROR - --node not given and crm_node not found\n", done.stdout

@@ -138,10 +138,9 @@ class PacemakerBackend:
         """The cluster node this process runs on (crm_node -n here), if it is one of ours."""
         if not hasattr(self, "_local"):
             try:
-                done = pacemaker.run("", None, ["crm_node", "-n"], 5.0)
-                name = done.stdout.strip() if done.returncode == 0 else ""
-            except (pacemaker.ToolError, TimeoutError):
-                name = ""
+                name: str | None = pacemaker.local_node(5.0)
+            except pacemaker.ToolError:
+                name = None
             self._local = name if name in self.config.nodes else None
         return self._local
 
