@@ -209,8 +209,11 @@ class PacemakerBackend:
             return f"no fencing from {target} (needs quorum, {target} online, stonith enabled, a fence device)"
         # --delay=-1 skips pcmk_delay_base for this request only: that delay is the split-brain tie-break,
         # kept for Pacemaker's own fencing; here the healthy peer asks, there is no race to break
-        code, _, err = self.run(target, ["stonith_admin", "--fence", source, "--delay=-1", "--timeout",
-                                         str(max(int(timeout), 5))], timeout=timeout + 5)
+        try:
+            code, _, err = self.run(target, ["stonith_admin", "--fence", source, "--delay=-1", "--timeout",
+                                             str(max(int(timeout), 5))], timeout=timeout + 5)
+        except BackendError as exc:  # stonith_admin missing or hung: the move is still there to try
+            return str(exc)
         if code != 0:
             return f"stonith_admin --fence {source} on {target}: {err.strip() or f'exit {code}'}"
         return None
