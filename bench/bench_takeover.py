@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from kolabmon.takeover import audit  # noqa: E402
 from lab import cluster as lab  # noqa: E402
-from lab import release, servers, takeover_config, watcher  # noqa: E402
+from lab import pcmk, release, servers, takeover_config, watcher  # noqa: E402
 
 BIN = ROOT / ".venv" / "bin"
 SETUPS = ("watcher", "icinga", "pacemaker")
@@ -100,17 +100,14 @@ class Client(threading.Thread):
 
 def fences(cluster: lab.Cluster, since: float) -> int:
     """Successful fencing completed since the epoch `since` (crm_mon's history, UTC to the second)."""
-    import calendar
-
-    def when(event: dict[str, str]) -> float:
-        return calendar.timegm(time.strptime(event.get("completed", "1970-01-01 00:00:00Z"), "%Y-%m-%d %H:%M:%SZ"))
-    return sum(1 for e in cluster.status().fence_events if e.get("status") == "success" and when(e) >= int(since))
+    return sum(1 for e in cluster.status().fence_events
+               if e.get("status") == "success" and (pcmk.fence_completed(e) or 0) >= int(since))
 
 
 def icinga(cluster: lab.Cluster, config: Path, fault: Fault, source: str, t0: float, interval: float,
            attempts: int) -> float | None:
     """Icinga's checks and handler calls, as the lab's timings make them; the HARD time (or None)."""
-    argv = list(takeover_config_services(config)[fault.service])
+    argv = list(takeover_config.reprobes(config)[fault.service])
     argv[argv.index("-t") + 1] = "4"  # the lab's plugin timeout (icinga/templates.conf)
     where = source if fault.service == "storage" else "monitor"  # node-local checks run on the node
     failures = 0
@@ -134,12 +131,6 @@ def icinga(cluster: lab.Cluster, config: Path, fault: Fault, source: str, t0: fl
             cluster.monitor(*handler, timeout=60)
         time.sleep(max(interval - (time.monotonic() - began), 0))
     return None
-
-
-def takeover_config_services(config: Path) -> dict[str, list[str]]:
-    import tomllib
-
-    return {name: table["reprobe"] for name, table in tomllib.loads(config.read_text())["services"].items()}
 
 
 def one_run(cluster: lab.Cluster, setup: str, kind: str, workdir: Path, options: argparse.Namespace

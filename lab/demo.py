@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from lab import cluster as lab  # noqa: E402
 from lab import icinga as lab_icinga  # noqa: E402
-from lab import release, servers, timeline, watcher  # noqa: E402
+from lab import pcmk, release, servers, timeline, watcher  # noqa: E402
 
 BIN = ROOT / ".venv" / "bin"
 SVG = ROOT / "var" / "failover-timeline.svg"
@@ -257,12 +257,8 @@ def fence_time(cluster: lab.Cluster, node: str) -> float | None:
     except servers.LabError:
         return None
     for event in status.fence_events:
-        if event.get("target") == node and event.get("status") == "success" and event.get("completed"):
-            text = event.get("completed", "").replace("Z", "+00:00")
-            try:
-                return dt.datetime.fromisoformat(text).timestamp()
-            except ValueError:
-                return None
+        if event.get("target") == node and event.get("status") == "success":
+            return pcmk.fence_completed(event)
     return None
 
 

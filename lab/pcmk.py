@@ -21,6 +21,7 @@ the attribute disappears when the node restarts or is fenced.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import shutil
 import xml.etree.ElementTree as ET
@@ -142,12 +143,12 @@ nodelist {{
 """
 
 
-def _nv(owner: str, pairs: dict[str, str]) -> str:
+def nvpairs(owner: str, pairs: dict[str, str]) -> str:
     return "".join(f'<nvpair id="{owner}-{name}" name="{name}" value={quoteattr(value)}/>'
                    for name, value in pairs.items())
 
 
-def _primitive(rid: str, agent: str, params: dict[str, str], timeouts: tuple[str, str, str] | None
+def primitive(rid: str, agent: str, params: dict[str, str], timeouts: tuple[str, str, str] | None
                = ("20s", "30s", "30s")) -> str:
     """A <primitive>: agent "ocf:heartbeat:X" or "stonith:X"; timeouts (monitor, start, stop)."""
     cls, _, rest = agent.partition(":")
@@ -161,7 +162,7 @@ def _primitive(rid: str, agent: str, params: dict[str, str], timeouts: tuple[str
                f'<op id="{rid}-start" name="start" interval="0s" timeout="{start}"/>'
                f'<op id="{rid}-stop" name="stop" interval="0s" timeout="{stop}"/></operations>')
     return (f'<primitive id="{rid}" class="{cls}"{prov} type="{kind}">'
-            f'<instance_attributes id="{rid}-params">{_nv(rid + "-params", params)}</instance_attributes>'
+            f'<instance_attributes id="{rid}-params">{nvpairs(rid + "-params", params)}</instance_attributes>'
             f"{ops}</primitive>")
 
 
@@ -169,30 +170,30 @@ def _cib_configuration(loopdev: str) -> str:
     """The cluster's whole configuration as CIB XML (crm_config, resources, constraints, rsc_defaults)."""
     props = {"stonith-enabled": "true", "stonith-action": "off", "stonith-timeout": "60s",
              "dc-deadtime": DC_DEADTIME, "cluster-name": CLUSTER_NAME}
-    fence = _primitive(FENCE_DEVICE, "stonith:fence_labns", {
+    fence = primitive(FENCE_DEVICE, "stonith:fence_labns", {
         "pcmk_host_list": " ".join(NODES), "pcmk_delay_base": FENCE_DELAY,
         "pdu_socket": str(PDU_SOCKET)}, ("20s", "20s", "20s"))
     members = [
-        _primitive("fs", "ocf:heartbeat:Filesystem", {
+        primitive("fs", "ocf:heartbeat:Filesystem", {
             "device": loopdev, "directory": str(SHARED), "fstype": "ext4"}, ("40s", "60s", "60s")),
-        _primitive("vip", "ocf:heartbeat:IPaddr2", {
+        primitive("vip", "ocf:heartbeat:IPaddr2", {
             "ip": CLUSTER_IP, "cidr_netmask": "24", "nic": "eth0"}),
-        _primitive("ldap", "ocf:heartbeat:slapd", {
+        primitive("ldap", "ocf:heartbeat:slapd", {
             "config": f"{SHARED}/ldap/slapd.conf", "pidfile": SERVICE_PIDFILES["slapd"],
             "services": f"ldap://{CLUSTER_IP}:{PORTS['ldap']}/ ldaps://{CLUSTER_IP}:{PORTS['ldaps']}/",
             # the RA's monitor searches each suffix; the rootdn has no blank (the RA does not quote it)
             "bind_dn": LDAP_ADMIN_DN, "password": LDAP_ADMIN_PASSWORD}),
         # the dovecot RA ignores config_file when starting (kolab-cluster.md §3): -c via parameters
-        _primitive("imap", "ocf:heartbeat:dovecot", {
+        primitive("imap", "ocf:heartbeat:dovecot", {
             "config_file": f"{SHARED}/dovecot/dovecot.conf",
             "parameters": f"-c {SHARED}/dovecot/dovecot.conf", "pid_file": SERVICE_PIDFILES["dovecot"]}),
-        _primitive("smtp", "ocf:heartbeat:postfix", {"config_dir": f"{SHARED}/postfix/etc"}),
-        _primitive("web", "ocf:heartbeat:nginx", {
+        primitive("smtp", "ocf:heartbeat:postfix", {"config_dir": f"{SHARED}/postfix/etc"}),
+        primitive("web", "ocf:heartbeat:nginx", {
             "httpd": "/usr/sbin/nginx", "configfile": f"{SHARED}/nginx/conf/nginx.conf",
             "options": f"-p {SHARED}/nginx/ -e {NODELOG}/nginx-error.log"}),
     ]
     return f"""\
-<crm_config><cluster_property_set id="cib-bootstrap-options">{_nv("opt", props)}</cluster_property_set></crm_config>
+<crm_config><cluster_property_set id="cib-bootstrap-options">{nvpairs("opt", props)}</cluster_property_set></crm_config>
 <resources>{fence}<group id="{GROUP}">{"".join(members)}</group></resources>
 <constraints>
   <rsc_location id="kolab-avoid-degraded" rsc="{GROUP}">
@@ -203,7 +204,7 @@ def _cib_configuration(loopdev: str) -> str:
   <!-- first placement on node1 (the partition winner); below the stickiness, so no fail-back -->
   <rsc_location id="kolab-prefers-node1" rsc="{GROUP}" node="node1" score="50"/>
 </constraints>
-<rsc_defaults><meta_attributes id="rsc-options">{_nv("rsc-options", {"resource-stickiness": "100"})}\
+<rsc_defaults><meta_attributes id="rsc-options">{nvpairs("rsc-options", {"resource-stickiness": "100"})}\
 </meta_attributes></rsc_defaults>
 """
 
@@ -265,6 +266,14 @@ def make_node_dirs(cib: Path) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # reading crm_mon (kolabmon's reader; the lab adds only what it waits for)
+
+
+def fence_completed(event: dict[str, str]) -> float | None:
+    """When a crm_mon fence_event completed (epoch), from its `completed` ("2026-11-30 16:43:58Z")."""
+    try:
+        return dt.datetime.fromisoformat(event.get("completed", "").replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def read_status(xml: str) -> pacemaker.Status:

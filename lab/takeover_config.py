@@ -24,6 +24,13 @@ def imap_check(timeout: str = "5") -> list[str]:
             str(cluster.make_certs().ca), "-u", USER, "-t", timeout]
 
 
+def reprobes(config: Path) -> dict[str, list[str]]:
+    """Each service's reprobe argv from a config `write` made (the checks Icinga runs)."""
+    import tomllib
+
+    return {name: table["reprobe"] for name, table in tomllib.loads(config.read_text())["services"].items()}
+
+
 def write(directory: Path, *, cooldown: float = 600, soft_attempt: int = 0, fence: bool = False,
           move: str = "attribute", transition_timeout: float = 120, on_node: bool = False,
           name: str = "takeover.toml") -> Path:

@@ -14,8 +14,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
-from xml.sax.saxutils import quoteattr
 
+from lab import pcmk
 from lab.topology import NODELOG, NODES
 from lab.util import LabError
 
@@ -27,17 +27,10 @@ LOG = NODELOG / "kolabmon-watch.log"  # each node's own log directory
 
 
 def clone_xml(config: Path) -> str:
-    params = {"config": str(config), "log": str(LOG)}
-    pairs = "".join(f'<nvpair id="{RESOURCE}-{name}" name="{name}" value={quoteattr(value)}/>'
-                    for name, value in params.items())
-    meta = {"interleave": "true", "allow-unhealthy-nodes": "true"}
-    metas = "".join(f'<nvpair id="{CLONE}-{name}" name="{name}" value="{value}"/>' for name, value in meta.items())
-    ops = "".join(f'<op id="{RESOURCE}-{name}" name="{name}" interval="{interval}" timeout="20s"/>'
-                  for name, interval in (("monitor", "10s"), ("start", "0s"), ("stop", "0s")))
-    return (f'<clone id="{CLONE}"><meta_attributes id="{CLONE}-meta">{metas}</meta_attributes>'
-            f'<primitive id="{RESOURCE}" class="ocf" provider="kolabmon" type="watcher">'
-            f'<instance_attributes id="{RESOURCE}-params">{pairs}</instance_attributes>'
-            f"<operations>{ops}</operations></primitive></clone>")
+    meta = pcmk.nvpairs(CLONE + "-meta", {"interleave": "true", "allow-unhealthy-nodes": "true"})
+    watch = pcmk.primitive(RESOURCE, "ocf:kolabmon:watcher", {"config": str(config), "log": str(LOG)},
+                           ("20s", "20s", "20s"))
+    return f'<clone id="{CLONE}"><meta_attributes id="{CLONE}-meta">{meta}</meta_attributes>{watch}</clone>'
 
 
 def running_on(cluster: Cluster) -> set[str]:

@@ -95,19 +95,13 @@ def test_hung_slapd_never_fights_pacemaker(cluster, config) -> None:
         result = handler(cluster, config, *event("ldap"))
         assert result.returncode in (0, 1), result.stdout  # acted, or waited for Pacemaker's own transition
         moves += result.stdout.startswith("TAKEOVER ACTED")
-        ldap = cluster.client(*takeover_config_ldap(config))
+        ldap = cluster.client(*takeover_config.reprobes(config)["ldap"])
         if ldap.returncode == 0:
             break
         time.sleep(2)
     assert ldap.returncode == 0, ldap.stdout
     assert moves <= 1
     assert [r for r in audit(config) if r.get("moved")] == [r for r in audit(config) if r.get("moved")][:1]
-
-
-def takeover_config_ldap(config: Path) -> list[str]:
-    import tomllib
-
-    return tomllib.loads(config.read_text())["services"]["ldap"]["reprobe"]
 
 
 def test_transient_fault_never_moves(cluster, config) -> None:
