@@ -75,7 +75,8 @@ class LabIcinga:
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o755)
         self.start_mail()
-        self.takeover = takeover_config.write(self.dir / "takeover", cooldown=300, fence=True)
+        self.takeover = takeover_config.write(self.dir / "takeover", cooldown=300, fence=True,
+                                              notify=self.notify_command())
         main = self.write_config()
         check = subprocess.run(self.icinga2("daemon", "-C", "-c", str(main)), capture_output=True, text=True,
                                env=self.env(), timeout=60)
@@ -90,6 +91,16 @@ class LabIcinga:
                 tail = (self.dir / "icinga2.out").read_text(errors="replace")[-1500:]
                 raise servers.LabError(f"Icinga did not check imap within {timeout:.0f} s: {tail}")
             time.sleep(0.5)
+
+    def notify_command(self) -> list[str]:
+        """kolabmon-notify as the takeover's [notify] sends its decisions: to the same on-call mailbox,
+        through the same server, as Icinga's NotificationCommand (the password from a file)."""
+        secret = self.dir / "oncall.pw"
+        secret.write_text(servers.USERS[ONCALL] + "\n")
+        secret.chmod(0o600)
+        return [str(BIN / "kolabmon-notify"), "--to", ONCALL, "--from", "kolabmon@example.org", "--smtp-host",
+                "127.0.0.1", "--smtp-port", str(self.mail["postfix"]["ports"]["smtp"]), "--starttls", "--ca-file",
+                str(self.mail["certs"]["ca"]), "-u", ONCALL, "--password-file", str(secret)]
 
     def icinga2(self, *argv: str) -> list[str]:
         defines = [f"-D{name}Dir={self.dir / sub}" for name, sub in
@@ -128,8 +139,6 @@ class LabIcinga:
         secret = self.dir / "takeover" / "imap.pw"
         ldap_secret = self.dir / "takeover" / "ldap.pw"
         oncall_secret = self.dir / "oncall.pw"
-        oncall_secret.write_text(servers.USERS[ONCALL] + "\n")
-        oncall_secret.chmod(0o600)
         timing = (f"  vars.kolab_check_interval = {CHECK}s\n  vars.kolab_retry_interval = {RETRY}s\n"
                   f"  vars.kolab_max_check_attempts = {ATTEMPTS}\n")
         notify = f"""  vars.kolab_notify_users = [ "oncall" ]
@@ -140,9 +149,11 @@ class LabIcinga:
   vars.kolab_notify_user = "{ONCALL}"
   vars.kolab_notify_password_file = "{oncall_secret}"
   vars.kolab_notify_from = "icinga@example.org"
-  vars.kolab_notify_audit = "{self.dir / 'takeover' / 'audit.jsonl'}"
   vars.kolab_takeover_config = "{self.takeover}"
 """
+        # every service gives up on a hung server after the same time, so each turns HARD as fast
+        plugin_timeouts = "".join(f"  vars.kolab_{name}_timeout = {PLUGIN_TIMEOUT}\n"
+                                  for name in ("imap", "smtp", "ldap", "freebusy", "roundtrip"))
         spool = self.dir / "spool" / "perfdata"
         main = self.dir / "icinga2.conf"
         main.write_text(f"""/* the lab's Icinga 2: the shipped icinga/ config + the lab cluster's hosts */
@@ -187,9 +198,7 @@ object Host "kolab-cluster" {{
   vars.kolab_password_file = "{secret}"
   vars.kolab_starttls = true
   vars.kolab_ca_file = "{ca}"
-  vars.kolab_imap_timeout = {PLUGIN_TIMEOUT}
-  vars.kolab_smtp_timeout = {PLUGIN_TIMEOUT}
-  vars.kolab_ldap_base = "{servers.LDAP_BASE}"
+{plugin_timeouts}  vars.kolab_ldap_base = "{servers.LDAP_BASE}"
   vars.kolab_ldap_bind_dn = "{servers.LDAP_SERVICE_DN}"
   vars.kolab_ldap_password_file = "{ldap_secret}"
   vars.kolab_ldap_filter = "(uid=user1)"

@@ -33,10 +33,11 @@ def reprobes(config: Path) -> dict[str, list[str]]:
 
 def write(directory: Path, *, cooldown: float = 600, soft_attempt: int = 0, fence: bool = False,
           move: str = "attribute", transition_timeout: float = 120, on_node: bool = False,
-          name: str = "takeover.toml") -> Path:
+          name: str = "takeover.toml", notify: list[str] | None = None) -> Path:
     """Write takeover.toml (and the probe's password file) into `directory`; return the config path.
     `on_node`: for a kolabmon-takeover that runs on a cluster node (an Icinga agent's handler), whose
-    cluster tools run locally (no prefix). The watcher ignores prefixes anyway."""
+    cluster tools run locally (no prefix). The watcher ignores prefixes anyway. `notify`: kolabmon-notify's
+    argv for the takeover's own messages ([notify])."""
     directory.mkdir(parents=True, exist_ok=True)
     secret = directory / "imap.pw"
     secret.write_text(servers.USERS[USER] + "\n")
@@ -84,5 +85,8 @@ on = "active"
 # a read-only or failing spool makes the stops on it fail (Postfix exits 1): Pacemaker would fence
 # after that anyway, seconds later
 fence_first = "always"
-""")
+""" + (f"""
+[notify]
+command = {json.dumps(notify)}
+""" if notify else ""))
     return config

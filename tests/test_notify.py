@@ -24,6 +24,7 @@ from tests.helpers import BIN, assert_plugin_output, clean_env, run_plugin
 
 ONCALL, PASSWORD = "user2@example.org", servers.USERS["user2@example.org"]
 PROBLEM = ["--type", "PROBLEM", "--host", "kolab-cluster", "--service", "imap", "--state", "CRITICAL"]
+CHANGED = "1764500000.25"  # $service.last_hard_state_change$ of the HARD CRITICAL the fixture's takeover acted on
 
 
 def notify_run(*args: str, password: str | None = None, timeout: float = 40):
@@ -57,9 +58,9 @@ def fetch_and_delete(dovecot, tag: str, wait: float = 15) -> EmailMessage:
     return message_from_bytes(raw, policy=policy.default)  # type: ignore[return-value]
 
 
-@pytest.fixture
-def audit_of_a_move(tmp_path: Path) -> Path:
-    """A real audit log: kolabmon-takeover (command backend) moved the group node1 -> node2."""
+def takeover_config(tmp_path: Path, notify: list[str] | None = None, peer_ok: bool = True) -> Path:
+    """kolabmon-takeover with the command backend: imap fails on node1 and passes on node2."""
+    tmp_path.mkdir(exist_ok=True)
     active = tmp_path / "active"
     active.write_text("node1\n")
     probe = (f"import sys; a=open({str(active)!r}).read().strip();"
@@ -80,10 +81,22 @@ reprobe = {json.dumps([sys.executable, "-c", probe])}
 [commands]
 active = ["cat", "{active}"]
 move = {json.dumps([sys.executable, "-c", move, "{from}", "{to}"])}
-""")
-    proc = subprocess.run([str(BIN / "kolabmon-takeover"), "--config", str(config), *PROBLEM[2:],
-                           "--state-type", "HARD", "--attempt", "1", "--max-attempts", "3"],
-                          capture_output=True, text=True, env=clean_env(), timeout=60)
+peer_ok = ["{'true' if peer_ok else 'false'}"]
+""" + (f"[notify]\ncommand = {json.dumps(notify)}\n" if notify else ""))
+    return config
+
+
+def hard_critical(config: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """The event handler on the HARD CRITICAL of imap whose hard state changed at CHANGED."""
+    return subprocess.run([str(BIN / "kolabmon-takeover"), "--config", str(config), *PROBLEM[2:],
+                           "--state-type", "HARD", "--attempt", "1", "--max-attempts", "3", "--changed", CHANGED],
+                          capture_output=True, text=True, env=clean_env(**env), timeout=60)
+
+
+@pytest.fixture
+def audit_of_a_move(tmp_path: Path) -> Path:
+    """A real audit log: kolabmon-takeover (command backend) moved the group node1 -> node2."""
+    proc = hard_critical(takeover_config(tmp_path))
     assert proc.returncode == 0 and "TAKEOVER ACTED" in proc.stdout, proc.stdout + proc.stderr
     return tmp_path / "audit.jsonl"
 
@@ -96,7 +109,8 @@ def test_problem_mail_reaches_the_oncall_mailbox_with_the_cluster_context(postfi
     tag = uuid.uuid4().hex
     output = f"IMAP CRITICAL - no answer within 10 s (while logging in) {tag}"
     run = notify_run(*PROBLEM, "--output", output, "--active", "node2", "--audit", str(audit_of_a_move),
-                     "--time", "2026-11-25 12:00:00 +0000", *mail_args(postfix, certs), password=PASSWORD)
+                     "--changed", CHANGED, "--failover", "1", "--time", "2026-11-25 12:00:00 +0000",
+                     *mail_args(postfix, certs), password=PASSWORD)
     assert_plugin_output(run.out, run.rc)
     assert run.rc == 0, run.out
     assert run.out.count("\n") == 1 and f"mailed {ONCALL} via 127.0.0.1:{postfix.ports['smtp']}" in run.line
@@ -106,9 +120,30 @@ def test_problem_mail_reaches_the_oncall_mailbox_with_the_cluster_context(postfi
     body = mail.get_content()
     assert output in body
     assert "node2 (from the nodes' heartbeat checks)" in body
-    assert "moved kolab node1 -> node2" in body  # the takeover's own words, from its audit log
-    assert "check node1 (why it failed there), then run: kolabmon-takeover recover node1" in body
+    assert "Decision:        MOVED at " in body  # the decision on this very event, from the audit log
+    assert "moved kolab node1 -> node2" in body  # the takeover's own words
+    assert "fix it, then run: kolabmon-takeover recover node1" in body
     assert PASSWORD not in body + run.out + run.err
+
+
+def test_the_takeover_mails_its_own_decision_moved_or_refused(postfix, dovecot, certs, tmp_path: Path) -> None:
+    secret = tmp_path / "oncall.pw"
+    secret.write_text(PASSWORD + "\n")
+    command = ["kolabmon-notify", *mail_args(postfix, certs), "--password-file", str(secret)]
+    moved = hard_critical(takeover_config(tmp_path / "a", notify=command))
+    assert moved.returncode == 0, moved.stdout
+    assert moved.stdout.startswith("TAKEOVER ACTED - moved kolab node1 -> node2"), moved.stdout
+    mail = fetch_and_delete(dovecot, "TAKEOVER MOVED")
+    assert mail["Subject"] == "[kolabmon] TAKEOVER MOVED: imap on kolab-cluster: group node1 -> node2"
+    body = mail.get_content()
+    assert "Decision:        MOVED at " in body and "imap verified: IMAP OK - served by node2" in body
+    assert "then run: kolabmon-takeover recover node1" in body
+    refused = hard_critical(takeover_config(tmp_path / "b", notify=command, peer_ok=False))
+    assert refused.returncode == 1 and refused.stdout.startswith("TAKEOVER REFUSED - "), refused.stdout
+    mail = fetch_and_delete(dovecot, "TAKEOVER REFUSED")
+    assert mail["Subject"] == "[kolabmon] TAKEOVER REFUSED: imap on kolab-cluster: group stays on node1"
+    assert "kolabmon did not move: passive node node2" in mail.get_content()
+    assert PASSWORD not in moved.stdout + refused.stdout + body
 
 
 def test_host_recovery_over_implicit_tls_says_nothing_to_do(postfix, dovecot, certs, tmp_path: Path) -> None:
@@ -131,7 +166,7 @@ def test_webhook_gets_the_json_document_with_the_bearer_token(tmp_path: Path, au
     token_file.write_text(token + "\n")
     with WebhookReceiver() as hook:
         run = notify_run(*PROBLEM, "--output", "IMAP CRITICAL - connection refused", "--active", "node2",
-                         "--audit", str(audit_of_a_move), "--webhook", hook.url,
+                         "--audit", str(audit_of_a_move), "--changed", CHANGED, "--webhook", hook.url,
                          "--webhook-token-file", str(token_file), "--comment", f"see {token}")
     assert_plugin_output(run.out, run.rc)
     assert run.rc == 0 and f"webhook 127.0.0.1:{hook.port} 200" in run.line, run.out
@@ -144,6 +179,7 @@ def test_webhook_gets_the_json_document_with_the_bearer_token(tmp_path: Path, au
     assert doc["type"] == "PROBLEM" and doc["host"] == "kolab-cluster" and doc["service"] == "imap"
     assert doc["state"] == "CRITICAL" and doc["output"] == "IMAP CRITICAL - connection refused"
     assert doc["active_node"].startswith("node2") and "moved kolab node1 -> node2" in doc["last_takeover"]
+    assert doc["decision"].startswith("MOVED at ")
     assert "kolabmon-takeover recover node1" in doc["next_step"]
     assert token not in json.dumps(doc)  # a secret that came in through a macro is redacted
 
@@ -255,54 +291,111 @@ def write_audit(path: Path, *records: dict) -> Path:
     return path
 
 
-def move(epoch: float, moved: bool = True, **extra: object) -> dict:
+def decided(epoch: float, changed: str, decision: str = "act", moved: bool = True, service: str = "imap",
+            state: str = "CRITICAL", **extra: object) -> dict:
+    """A decision record as kolabmon-takeover writes it, on the HARD event whose state changed at `changed`."""
+    reasons = {"act": "moved kolab node1 -> node2 in 14.2 s" if moved else "move node1 -> node2 failed: blocked",
+               "refuse": "passive node node2 is offline", "nothing": f"{service} is {state}: nothing to do"}
     return {"epoch": epoch, "time": "2026-11-25T12:00:00+0000", "cluster": "kolab-cluster", "dry_run": False,
-            "event": {"host": "kolab-cluster", "service": "imap"}, "decision": "act", "moved": moved,
-            "cluster_state": {"active": "node1", "passive": "node2"},
-            "reason": "moved kolab node1 -> node2 in 14.2 s" if moved else "move node1 -> node2 failed: blocked",
-            **extra}
+            "event": {"host": "kolab-cluster", "service": service, "state": state, "state_type": "HARD",
+                      "changed": changed},
+            "decision": decision, "moved": moved and decision == "act", "exit": 0 if moved else 2,
+            "origin": "icinga on monitor", "cluster_state": {"active": "node1", "passive": "node2"},
+            "reason": reasons[decision], **extra}
 
 
 def event(*argv: str) -> notify.Event:
     return notify.Event(notify.parse([*argv, "--to", ONCALL]))
 
 
+def told(log: Path, *argv: str, active: str = "node1") -> tuple[str, str]:
+    """(the Decision row or "", the next step) of a notification about `argv`, given the audit log."""
+    about = event(*argv)
+    _, body, document = message.compose(about, message.read_audit(str(log), about), active)
+    return str(document["decision"] or ""), str(document["next_step"])
+
+
 def test_audit_log_missing_unreadable_or_garbled(tmp_path: Path) -> None:
-    assert message.read_audit(str(tmp_path / "none")).line().startswith("none recorded")
-    assert message.read_audit(str(tmp_path)).line().startswith("unknown (cannot read")
-    log = tmp_path / "audit.jsonl"
-    log.write_text("not json\n" + json.dumps(move(time.time())) + "\n{\"half\": \n[1, 2]\n")
-    assert "moved kolab node1 -> node2" in message.read_audit(str(log)).line()
-
-
-def test_next_step_after_a_move_a_recover_a_failure_and_a_refusal(tmp_path: Path) -> None:
-    now = time.time()
     problem = event(*PROBLEM)
-    recovery = event("--type", "RECOVERY", "--host", "kolab-cluster", "--service", "imap", "--state", "OK")
-    moved = message.read_audit(str(write_audit(tmp_path / "a", move(now - 60))))
-    assert "then run: kolabmon-takeover recover node1" in message.next_step(problem, moved, "node2")
-    assert "kolabmon-takeover recover node1" in message.next_step(recovery, moved, "node2")
-    recovered = message.read_audit(str(write_audit(tmp_path / "b", move(now - 60), {
-        "epoch": now - 30, "command": "recover", "node": "node1", "result": "recovered", "dry_run": False})))
-    assert message.next_step(recovery, recovered, "node2") == "Nothing to do."
-    failed = message.read_audit(str(write_audit(tmp_path / "c", move(now - 60, moved=False))))
-    assert "takeover failed or left the cluster blocked" in message.next_step(problem, failed, "node1")
-    refused = message.read_audit(str(write_audit(tmp_path / "d", {
-        "epoch": now - 10, "event": {}, "decision": "refuse", "reason": "node2 is offline", "dry_run": False})))
-    assert message.next_step(problem, refused, "node1") == ("kolabmon did not move (node2 is offline): "
-                                                           "check imap on node1 by hand.")
-    soft = {"epoch": now - 5, "event": {"state_type": "SOFT"}, "decision": "wait", "reason": "SOFT 2/3",
-            "dry_run": False}
-    waited = message.read_audit(str(write_audit(tmp_path / "g", soft, {**soft, "event": {"state_type": "HARD"},
-                                                                       "decision": "nothing", "reason": "OK"})))
-    assert waited.latest is None  # waiting out a SOFT state, or nothing to do on OK: no decision to report
-    assert message.next_step(problem, waited, "node1") == "Check imap on node1."
-    failover = event(*PROBLEM, "--failover", "1")
-    assert message.next_step(failover, waited, "node1").startswith("kolabmon-takeover is deciding on this HARD")
-    old = message.read_audit(str(write_audit(tmp_path / "e", move(now - 7200))))
-    assert message.next_step(problem, old, "node2") == "Check imap on node2."
-    dry = message.read_audit(str(write_audit(tmp_path / "f", move(now - 60, dry_run=True))))
-    assert dry.line() == "none recorded"
+    assert message.read_audit(str(tmp_path / "none"), problem).line().startswith("none recorded")
+    assert message.read_audit(str(tmp_path), problem).line().startswith("unknown (cannot read")
+    log = tmp_path / "audit.jsonl"
+    log.write_text("not json\n" + json.dumps(decided(time.time(), "100")) + "\n{\"half\": \n[1, 2]\n")
+    assert "moved kolab node1 -> node2" in message.read_audit(str(log), problem).line()
+
+
+def test_a_problem_carries_the_decision_on_its_own_event_or_says_it_is_pending(tmp_path: Path) -> None:
+    now = time.time()
+    log = write_audit(tmp_path / "a", decided(now - 3600, "100", "refuse"), decided(now - 5, "200", "refuse"))
+    failover = [*PROBLEM, "--failover", "1"]
+    decision, step = told(log, *failover, "--changed", "200")
+    assert decision.startswith("REFUSED at ") and "passive node node2 is offline" in decision
+    assert step == ("kolabmon did not move: passive node node2 is offline. Users are not served: fix imap on "
+                    "node1 by hand.")
+    decision, step = told(log, *failover, "--changed", "300")  # not decided yet: pending, never an older one
+    assert decision == "pending (kolabmon-takeover runs now)"
+    assert step.startswith("kolabmon-takeover is deciding on this event now") and "audit" in step
+    config = takeover_config(tmp_path, notify=["kolabmon-notify", "--to", ONCALL])
+    about = event(*failover, "--changed", "300", "--takeover-config", str(config))
+    takeover = message.read_audit(None, about, str(config))
+    assert takeover.followup and takeover.audit == str(tmp_path / "audit.jsonl")
+    assert message.next_step(about, takeover, "node1").endswith("it sends its decision in a TAKEOVER message.")
+    decision, step = told(log, "--type", "PROBLEM", "--host", "kolab-cluster", "--service", "ldap", "--state",
+                          "CRITICAL", "--changed", "200")  # not failover-relevant, no decision on it
+    assert decision == "" and step == "Check ldap on node1."
+
+
+def test_a_recovery_says_what_the_takeover_did_for_the_problem_it_ends(tmp_path: Path) -> None:
+    now = time.time()
+    recovery = ["--type", "RECOVERY", "--host", "kolab-cluster", "--service", "imap", "--state", "OK"]
+    log = write_audit(tmp_path / "a", decided(now - 60, "200", fenced=True),
+                      decided(now - 20, "260", "nothing", moved=False, state="OK"))
+    decision, step = told(log, *recovery, "--changed", "260", active="node2")
+    assert decision.startswith("MOVED at ")
+    assert step.startswith("imap is back since the takeover moved the group away from node1")
+    assert step.endswith("then run: kolabmon-takeover recover node1")
+    smtp = ["--type", "RECOVERY", "--host", "kolab-cluster", "--service", "smtp", "--state", "OK"]
+    decision, step = told(log, *smtp, "--changed", "261", active="node2")  # another service, same takeover
+    assert decision == "" and "still runs without node1" in step and "recover node1" in step
+    recovered = write_audit(tmp_path / "b", decided(now - 60, "200"), {
+        "epoch": now - 30, "command": "recover", "node": "node1", "result": "recovered", "dry_run": False})
+    assert told(recovered, *smtp, "--changed", "261")[1] == "Nothing to do."
+    older = write_audit(tmp_path / "c", decided(now - 900, "100"), decided(now - 800, "150", "nothing", moved=False,
+                                                                            state="OK"))
+    assert told(older, *recovery, "--changed", "500")[0] == ""  # a problem before the last recovery is not this one
+
+
+def test_next_step_is_about_the_node_a_node_local_check_runs_on(tmp_path: Path) -> None:
+    log = write_audit(tmp_path / "a")
+    heartbeat = ["--type", "PROBLEM", "--host", "node2", "--node", "node2", "--service", "heartbeat"]
+    assert told(log, *heartbeat, "--state", "WARNING")[1] == "Look at heartbeat on node2 in working hours."
+    assert told(log, *heartbeat, "--state", "UNKNOWN")[1].endswith("then check heartbeat on node2.")
+    fenced = ["--output", "STORAGE CRITICAL - node1 unreachable (lab/on: node1 is down); node1 fenced by the "
+              "takeover at 12:00:00"]
+    moved = write_audit(tmp_path / "b", decided(time.time() - 60, "200", fenced=True))
+    step = told(moved, "--type", "PROBLEM", "--host", "node1", "--node", "node1", "--service", "storage",
+                "--state", "CRITICAL", *fenced, active="node2")[1]
+    assert step == "node1 was fenced by the takeover: power it on, find out why it failed, then run: " \
+                   "kolabmon-takeover recover node1."
+
+
+def test_a_takeover_message_says_what_was_decided(tmp_path: Path) -> None:
+    record = decided(time.time(), "200", fenced=True, second_opinion={"exit": 2, "line": "IMAP CRITICAL - hung"})
+    path = tmp_path / "record.json"
+    path.write_text(json.dumps(record))
+    about = event("--type", "TAKEOVER", "--host", "kolab-cluster", "--service", "imap", "--state", "CRITICAL",
+                  "--record", str(path))
+    subject, body, _ = message.compose(about, message.read_audit(str(tmp_path / "none"), about), "node2")
+    assert subject == "[kolabmon] TAKEOVER MOVED: imap on kolab-cluster: group node1 -> node2, node1 fenced"
+    assert "Trigger:         icinga on monitor: IMAP CRITICAL - hung" in body
+    assert "(node1 was fenced: power it on)" in body and "kolabmon-takeover recover node1" in body
+    record = decided(time.time(), "200", "refuse")
+    path.write_text(json.dumps(record))
+    about = event("--type", "TAKEOVER", "--host", "kolab-cluster", "--service", "imap", "--state", "CRITICAL",
+                  "--record", str(path))
+    subject, body, _ = message.compose(about, message.read_audit(str(tmp_path / "none"), about), "node1")
+    assert subject == "[kolabmon] TAKEOVER REFUSED: imap on kolab-cluster: group stays on node1"
+    assert "passive node node2 is offline" in body
 
 
 def test_next_step_for_flapping_acknowledgement_and_unknown() -> None:

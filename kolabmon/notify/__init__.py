@@ -29,9 +29,9 @@ SERVICE = "NOTIFY"
 PROG = "kolabmon-notify"
 OK, CRITICAL = runtime.OK, runtime.CRITICAL
 DEFAULT_TIMEOUT = 30.0
-DEFAULT_AUDIT = "/var/lib/kolabmon/audit.jsonl"
 TYPES = ("PROBLEM", "RECOVERY", "ACKNOWLEDGEMENT", "CUSTOM", "FLAPPINGSTART", "FLAPPINGEND",
-         "DOWNTIMESTART", "DOWNTIMEEND", "DOWNTIMECANCELLED", "DOWNTIMEREMOVED")
+         "DOWNTIMESTART", "DOWNTIMEEND", "DOWNTIMECANCELLED", "DOWNTIMEREMOVED",
+         "TAKEOVER")  # the last is kolabmon-takeover's own message about its decision (--record)
 HOST_STATES = ("UP", "DOWN", "UNREACHABLE")
 UNRESOLVED = re.compile(r"\$[A-Za-z_][\w.]*\$")
 
@@ -50,10 +50,17 @@ class Event:
         self.author, self.comment = args.author or "", args.comment or ""
         self.when = args.time or time.strftime("%Y-%m-%d %H:%M:%S %z")
         self.failover = bool(args.failover)
+        self.node = (args.node or "").strip()  # the node a node-local check runs on ("" on the cluster host)
+        self.changed = (args.changed or "").strip()
+        self.record: dict | None = args.record
 
     @property
     def subject(self) -> str:
         what = f"{self.service} on {self.host}" if self.service else f"host {self.host}"
+        if self.record is not None:
+            from kolabmon.notify.message import takeover_subject
+
+            return takeover_subject(self.record, what)
         return f"{self.type}: {what} is {self.state}"
 
     @property
@@ -64,7 +71,7 @@ class Event:
 def _check_macros(args: argparse.Namespace) -> None:
     """Refuse what Icinga would never send: one UsageError line naming the argument."""
     for name in ("type", "host", "service", "state", "host_state", "output", "host_output", "author",
-                 "comment", "time", "active"):
+                 "comment", "time", "active", "node", "changed"):
         value = getattr(args, name)
         if value is not None and UNRESOLVED.fullmatch(value.strip()):
             raise runtime.UsageError(f"--{name.replace('_', '-')} is an unresolved Icinga macro ({value.strip()})")
@@ -88,6 +95,32 @@ def _check_macros(args: argparse.Namespace) -> None:
         args.state = state.strip().upper()
     else:
         args.host_state = state.strip().upper()
+
+
+def _record(args: argparse.Namespace) -> None:
+    """--record: kolabmon-takeover's audit record of its decision (JSON, from stdin or a file), the
+    whole content of a TAKEOVER message; only with --type TAKEOVER, and required there."""
+    if (args.type == "TAKEOVER") != (args.record is not None):
+        raise runtime.UsageError("--type TAKEOVER goes with --record (kolabmon-takeover's decision), and only it")
+    if args.record is None:
+        return
+    import json
+    import sys
+
+    try:
+        if args.record == "-":
+            text = sys.stdin.read(1 << 20)
+        else:
+            with open(args.record, encoding="utf-8") as handle:
+                text = handle.read(1 << 20)
+        record = json.loads(text)
+    except OSError as exc:
+        raise runtime.UsageError(f"cannot read --record {args.record}: {exc.strerror}") from None
+    except ValueError:
+        raise runtime.UsageError(f"--record {args.record} is not one JSON object (an audit record)") from None
+    if not isinstance(record, dict) or not isinstance(record.get("event"), dict) or "decision" not in record:
+        raise runtime.UsageError(f"--record {args.record} is not a takeover decision (no event or decision)")
+    args.record = record
 
 
 def _check_delivery(args: argparse.Namespace) -> None:
@@ -143,8 +176,19 @@ def make_parser() -> runtime.Parser:
                          help="where the Kolab group runs (the NotificationCommand reads it from the heartbeat checks)")
     context.add_argument("--failover", type=runtime.zero_or_one, default=False, metavar="0|1",
                          help="1: the service is failover-relevant (kolabmon-takeover is its event handler)")
-    context.add_argument("--audit", metavar="PATH", default=DEFAULT_AUDIT,
-                         help=f"kolabmon-takeover's audit log, for the last takeover (default {DEFAULT_AUDIT})")
+    context.add_argument("--audit", metavar="PATH",
+                         help="kolabmon-takeover's audit log, for its decisions (default: the one --takeover-config "
+                              "names, else /var/lib/kolabmon/audit.jsonl)")
+    context.add_argument("--changed", metavar="EPOCH",
+                         help="$service.last_hard_state_change$: finds kolabmon-takeover's decision on this event "
+                              "(a PROBLEM) or on the problem it ends (a RECOVERY)")
+    context.add_argument("--node", metavar="NODE",
+                         help="the cluster node a node-local check runs on (the host's kolab_node_name)")
+    context.add_argument("--takeover-config", metavar="PATH",
+                         help="kolabmon-takeover's config: its audit log (unless --audit), and whether it sends "
+                              "its decisions itself ([notify])")
+    context.add_argument("--record", metavar="-|PATH",
+                         help="with --type TAKEOVER: kolabmon-takeover's decision record (JSON; '-' = stdin)")
     mail = p.add_argument_group("mail")
     mail.add_argument("--to", action="append", default=[], metavar="ADDRESS",
                       help="recipient, repeatable or comma-separated (mail is sent when given)")
@@ -179,6 +223,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
 def settle(args: argparse.Namespace) -> None:
     """Check the macros and delivery options together; fill in the defaults, the password, the token."""
     _check_macros(args)
+    _record(args)
     args.to = [a.strip() for value in args.to for a in value.split(",") if a.strip()]
     _check_delivery(args)
     if args.smtp_port is None:
@@ -205,9 +250,10 @@ def notify(args: argparse.Namespace, clock: runtime.Clock, secrets: list[str]) -
     from kolabmon.notify.message import compose, read_audit
 
     clock.enter("reading the audit log")
-    takeover = read_audit(args.audit)
+    event = Event(args)
+    takeover = read_audit(args.audit, event, args.takeover_config)
     clock.enter("composing")
-    subject, body, document = compose(Event(args), takeover, (args.active or "").strip())
+    subject, body, document = compose(event, takeover, (args.active or "").strip())
     for secret in secrets:  # the message never carries one, whatever the macros held
         subject, body = subject.replace(secret, "****"), body.replace(secret, "****")
         document = {k: v.replace(secret, "****") if isinstance(v, str) else v for k, v in document.items()}

@@ -26,6 +26,7 @@ class Channel:
 
 
 def send_mail(args: argparse.Namespace, subject: str, body: str, channel: Channel) -> None:
+    from email import policy
     from email.message import EmailMessage
     from email.utils import formatdate, make_msgid
 
@@ -33,7 +34,8 @@ def send_mail(args: argparse.Namespace, subject: str, body: str, channel: Channe
 
     clock = channel.clock
     sender = args.sender or f"kolabmon@{_hostname()}"
-    message = EmailMessage()
+    # one header line up to SMTP's limit: the default 78 folds a long Subject before its first word
+    message = EmailMessage(policy=policy.default.clone(max_line_length=998))
     message["Subject"] = subject
     message["From"] = sender
     message["To"] = ", ".join(args.to)

@@ -1,5 +1,13 @@
-"""kolabmon-notify's message: the cluster's context from the takeover audit log, the next step
-for the person on call, and the subject, body and webhook document."""
+"""kolabmon-notify's message: what kolabmon decided about the event it is about (matched by the
+event, never by a time window), where the group runs, the last move, and the next step for the
+person on call; the subject, body and webhook document.
+
+A decision belongs to an event: the event handler and every notification about one HARD state
+receive the same $service.last_hard_state_change$. A PROBLEM carries the decision on its event if
+it is made already, else says it is pending (kolabmon-takeover then sends it as a TAKEOVER message);
+a RECOVERY carries the decision on the problem it ends. The last move is the cluster's state, not
+a decision: every message says it until `kolabmon-takeover recover` has run for the node it left.
+"""
 
 from __future__ import annotations
 
@@ -9,117 +17,212 @@ TYPE_CHECKING = False  # no typing import at start-up (see runtime)
 if TYPE_CHECKING:
     from kolabmon.notify import Event
 
-RECENT = 3600.0  # a takeover older than this is history, not the cause of this notification
+DEFAULT_AUDIT = "/var/lib/kolabmon/audit.jsonl"
 
 
-# --- the cluster's context: the last takeover, and what to do next ---------------------------
+# --- the cluster's context: the decision on this event, the last move ----------------------------
 
 
 class Takeover:
-    """What kolabmon-takeover's audit log says: the last move it tried and its latest decision."""
+    """What kolabmon-takeover's records say for one notification."""
 
-    def __init__(self, last_move: dict | None, latest: dict | None, recovered: set[str], note: str = "") -> None:
-        self.last_move, self.latest, self.recovered, self.note = last_move, latest, recovered, note
+    def __init__(self, last_move: dict | None, decision: dict | None, recovered: set[str], note: str = "",
+                 followup: bool = False, audit: str = "") -> None:
+        self.last_move, self.decision, self.recovered, self.note = last_move, decision, recovered, note
+        self.followup, self.audit = followup, audit
 
     @property
     def moved_from(self) -> str | None:
-        """The node the group left in the last move (if it moved and that node is not recovered yet)."""
-        move = self.last_move
-        if not move or not move.get("moved"):
-            return None
-        source = (move.get("cluster_state") or {}).get("active")
+        """The node the group left in the last move, until `recover` has run for it."""
+        source = moved_from(self.last_move)
         return source if source and source not in self.recovered else None
-
-    def recent(self, record: dict | None, now: float) -> bool:
-        return bool(record) and now - float(record.get("epoch", 0)) < RECENT  # type: ignore[union-attr]
 
     def line(self) -> str:
         if self.note:
             return self.note
         if not self.last_move:
             return "none recorded"
-        return f"{_when(self.last_move)} {self.last_move.get('reason', '(no reason recorded)')}"
+        source = self.moved_from
+        still = f"; {source} is not recovered yet" if source else ""
+        return f"{_when(self.last_move)} {self.last_move.get('reason', '(no reason recorded)')}{still}"
 
 
-def read_audit(path: str | None) -> Takeover:
-    """The audit log's tail, as kolabmon-takeover reads it: a broken line is skipped, a missing log is said so."""
+def moved_from(record: dict | None) -> str | None:
+    if not record or not record.get("moved"):
+        return None
+    return (record.get("cluster_state") or {}).get("active")
+
+
+def label(record: dict) -> str:
+    """MOVED, FAILED, REFUSED or NOTHING: what a decision record amounts to for on-call."""
+    if record.get("decision") == "error" or (record.get("decision") == "act" and record.get("exit") == 2):
+        return "FAILED" if not record.get("moved") else "MOVED, NOT VERIFIED"
+    if record.get("moved"):
+        return "MOVED"
+    return "REFUSED" if record.get("decision") == "refuse" else "NOTHING"
+
+
+def read_audit(path: str | None, event: Event, config_path: str | None = None) -> Takeover:
+    """The records for this notification: the decision matched to its event, the last move. A broken
+    line is skipped; a missing or unreadable log, or a broken takeover config, is said so."""
     from kolabmon.takeover import audit  # late: --help and usage errors do not load it
 
-    if not path:
-        return Takeover(None, None, set(), "unknown (no --audit log given)")
+    followup, note = False, ""
+    if config_path:
+        from kolabmon.takeover.config import ConfigError, load
+
+        try:
+            config = load(config_path)
+        except ConfigError as exc:
+            note = f"unknown (takeover config: {exc})"
+        else:
+            followup, path = bool(config.notify), path or str(config.audit)
+    path = path or DEFAULT_AUDIT
+    decision = event.record
     try:
         records = audit.tail(path)
     except FileNotFoundError:
-        return Takeover(None, None, set(), f"none recorded ({path} does not exist yet)")
+        return Takeover(None, decision, set(), note or f"none recorded ({path} does not exist yet)", followup, path)
     except OSError as exc:
-        return Takeover(None, None, set(), f"unknown (cannot read {path}: {exc.strerror})")
+        return Takeover(None, decision, set(), note or f"unknown (cannot read {path}: {exc.strerror})", followup,
+                        path)
+    if decision is None and event.service and event.changed:
+        find = audit.decision_on if event.problem else audit.problem_before
+        decision = find(records, event.host, event.service, event.changed)
     last_move = audit.last_takeover(records)
-    return Takeover(last_move, audit.last_decision(records), audit.recovered_since(records, last_move))
+    return Takeover(last_move, decision, audit.recovered_since(records, last_move), note, followup, path)
 
 
 def _when(record: dict) -> str:
-    if record.get("time"):
-        return str(record["time"])
     try:
-        return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(float(record["epoch"])))
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(record["epoch"])))
     except (KeyError, TypeError, ValueError):
-        return "(time unknown)"
+        return str(record.get("time") or "(time unknown)")
 
 
-def next_step(event: Event, takeover: Takeover, active: str, now: float | None = None) -> str:
-    """One line: what the person on call does now. `active` is the node name(s), "none" or ""."""
-    now = time.time() if now is None else now
+def _clock(record: dict) -> str:
+    return _when(record)[-8:]
+
+
+# --- the next step -----------------------------------------------------------------------------
+
+
+def after(record: dict, what: str) -> str:
+    """The next step once kolabmon has decided on the event (`record`)."""
+    state = record.get("cluster_state") or {}
+    source, target = state.get("active") or "the active node", state.get("passive") or "the other node"
+    reason = " ".join(str(record.get("reason", "no reason recorded")).split())
+    kind = label(record)
+    if kind == "MOVED":
+        fenced = f" ({source} was fenced: power it on)" if record.get("fenced") else ""
+        return (f"kolabmon moved the group {source} -> {target}; users are served from {target}. Find out why "
+                f"{what} failed on {source}{fenced}, fix it, then run: kolabmon-takeover recover {source}")
+    if kind == "MOVED, NOT VERIFIED":
+        return (f"kolabmon moved the group {source} -> {target}, but {what} still fails there ({reason}): "
+                f"check {what} on {target} now; {source} needs kolabmon-takeover recover {source} once fixed.")
+    if kind == "FAILED":
+        return (f"The takeover failed ({reason}): look at crm_mon -1 on {target}, clean up, move by hand if "
+                f"needed.")
+    opinion = record.get("second_opinion") or {}
+    if kind == "REFUSED" and opinion.get("exit") == 0:
+        return f"kolabmon did not move: {reason}. Find out from {source}'s logs why {what} failed."
+    if kind == "REFUSED":
+        return f"kolabmon did not move: {reason}. Users are not served: fix {what} on {source} by hand."
+    return f"kolabmon did nothing on this event ({reason})."
+
+
+def next_step(event: Event, takeover: Takeover, active: str) -> str:
+    """One line: what the person on call does now, about the object the message is about. `active`
+    is the node name(s), "none" or ""; a node-local check's node is `event.node`."""
     what = event.service or f"host {event.host}"
-    where = f" on {active}" if active and active != "none" else ""
-    source = takeover.moved_from
+    where = event.node or (active if active and active != "none" else "")
+    at = f" on {where}" if where and event.service else ""
     if event.type == "ACKNOWLEDGEMENT":
         return f"{event.author or 'someone'} is on it ({event.comment or 'no comment'}); nothing else to do."
     if event.type.startswith("DOWNTIME"):
         return f"Downtime by {event.author or 'someone'}: {event.comment or 'no comment'}."
     if event.type == "FLAPPINGSTART":
         return (f"{what} is flapping: kolabmon will not move the group while it flaps. "
-                f"Look for an intermittent cause{where}.")
+                f"Look for an intermittent cause{at}.")
+    decision = takeover.decision
+    if event.type == "TAKEOVER" and decision is not None:
+        return after(decision, what)
+    source = takeover.moved_from
     if not event.problem:
+        left = moved_from(decision) if decision else None
+        if left and left == source:
+            return (f"{what} is back since the takeover moved the group away from {left}: find out why it failed "
+                    f"there, fix it, then run: kolabmon-takeover recover {left}")
         if source:
-            return (f"{what} is back. The group left {source} in the last takeover: check {source}, "
-                    f"then run: kolabmon-takeover recover {source}")
+            return (f"{what} is back. The group still runs without {source} (last takeover): fix {source}, then "
+                    f"run: kolabmon-takeover recover {source}")
         return "Nothing to do."
-    move = takeover.last_move
-    if move and takeover.recent(move, now):
-        if source:
-            return (f"kolabmon moved the group away from {source}: check {source} (why it failed there), "
-                    f"then run: kolabmon-takeover recover {source}")
-        return ("The takeover failed or left the cluster blocked: look at crm_mon -1 on the nodes, "
-                "clean up, move by hand if needed.")
-    latest = takeover.latest
-    if latest and takeover.recent(latest, now):
-        reason = latest.get("reason", "no reason recorded")
-        if latest.get("decision") == "error":
-            return f"kolabmon-takeover failed ({reason}): check {what}{where} by hand."
-        return f"kolabmon did not move ({reason}): check {what}{where} by hand."
+    if decision is not None and event.type == "PROBLEM":
+        return after(decision, what)
+    if event.failover and event.type == "PROBLEM" and event.state == "CRITICAL":
+        then = ("it sends its decision in a TAKEOVER message" if takeover.followup else
+                f"its decision goes to its audit log ({takeover.audit}) and the next notification only")
+        return f"kolabmon-takeover is deciding on this event now (second opinion, then a move if confirmed): {then}."
+    node = event.node or event.host
+    if " fenced by the takeover " in event.output:
+        recover = f", then run: kolabmon-takeover recover {node}" if node == source else ""
+        return f"{node} was fenced by the takeover: power it on, find out why it failed{recover}."
+    if " fenced by " in event.output or " unreachable (" in event.output:
+        return f"{node} does not answer: check its power and network (Pacemaker fences and moves a dead node)."
     if event.state == "UNKNOWN":
-        return f"The check itself failed (configuration, tool, permissions): read its line, then check {what}{where}."
+        return f"The check itself failed (configuration, tool, permissions): read its line, then check {what}{at}."
     if event.state == "WARNING":
-        return f"Look at {what}{where} in working hours."
+        return f"Look at {what}{at} in working hours."
     if not event.service:
         return f"{event.host} does not answer: check its power and network (Pacemaker fences and moves a dead node)."
-    if event.failover:
-        return (f"kolabmon-takeover is deciding on this HARD CRITICAL now (second opinion, then a move if its "
-                f"policy allows): a RECOVERY should follow within minutes; if not, check {what}{where}.")
-    return f"Check {what}{where}."
+    return f"Check {what}{at}."
 
 
 # --- the message ------------------------------------------------------------------------------
 
 
+def takeover_subject(record: dict, what: str) -> str:
+    """A TAKEOVER message's subject: what kolabmon did, for which check."""
+    state = record.get("cluster_state") or {}
+    source, target = state.get("active") or "?", state.get("passive") or "?"
+    kind = label(record)
+    if kind.startswith("MOVED"):
+        fenced = f", {source} fenced" if record.get("fenced") else ""
+        return f"TAKEOVER {kind}: {what}: group {source} -> {target}{fenced}"
+    if kind == "FAILED":
+        return f"TAKEOVER FAILED: {what}: group {source} -> {target}"
+    return f"TAKEOVER {kind}: {what}: group stays on {source}"
+
+
+def decision_text(event: Event, takeover: Takeover) -> str | None:
+    """The Decision row: the decision on this event (or on the problem a recovery ends), pending, or none."""
+    record = takeover.decision
+    if record is not None:
+        took = (record.get("durations") or {}).get("total")
+        took_text = f", {took:g} s" if isinstance(took, int | float) else ""
+        return f"{label(record)} at {_clock(record)} by {record.get('origin', 'kolabmon')}{took_text}: " \
+               f"{record.get('reason', '')}"
+    if event.failover and event.type == "PROBLEM" and event.state == "CRITICAL":
+        return "pending (kolabmon-takeover runs now" + (", and mails its decision)" if takeover.followup else ")")
+    return None
+
+
 def compose(event: Event, takeover: Takeover, active: str) -> tuple[str, str, dict[str, object]]:
     """Subject, plain-text body and the webhook's JSON document. `active` as for next_step."""
     step = next_step(event, takeover, active)
-    rows = [("When", event.when), ("Check", event.output or "(no output)"), ("Active node", active_text(active)),
-            ("Last takeover", takeover.line())]
-    if takeover.latest and takeover.latest is not takeover.last_move:
-        decision = str(takeover.latest.get("decision", "?")).upper()
-        rows.append(("Latest decision", f"{_when(takeover.latest)} {decision}: {takeover.latest.get('reason', '')}"))
+    rows = [("When", event.when)]
+    if event.record is not None:
+        opinion = (event.record.get("second_opinion") or {}).get("line")
+        rows.append(("Trigger", f"{event.record.get('origin', '?')}: {event.output or opinion or event.state}"))
+    else:
+        rows.append(("Check", event.output or "(no output)"))
+    if event.node:
+        rows.append(("Node", event.node))
+    rows.append(("Active node", active_text(active)))
+    decision = decision_text(event, takeover)
+    if decision:
+        rows.append(("Decision", decision))
+    rows.append(("Last takeover", takeover.line()))
     if event.author or event.comment:
         rows.append(("Comment", f"{event.comment} ({event.author})" if event.author else event.comment))
     rows.append(("Next", step))
@@ -127,7 +230,8 @@ def compose(event: Event, takeover: Takeover, active: str) -> tuple[str, str, di
     document: dict[str, object] = {
         "type": event.type, "host": event.host, "service": event.service, "state": event.state,
         "output": event.output, "time": event.when, "author": event.author, "comment": event.comment,
-        "active_node": active or None, "last_takeover": takeover.line(), "next_step": step, "summary": event.subject,
+        "node": event.node or None, "active_node": active or None, "decision": decision,
+        "last_takeover": takeover.line(), "next_step": step, "summary": event.subject,
     }
     return f"[kolabmon] {_one_line(event.subject)}", body, document
 

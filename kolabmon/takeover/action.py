@@ -11,10 +11,11 @@ budget, so that Icinga never kills a takeover mid-move.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from kolabmon import runtime
@@ -42,6 +43,7 @@ class Result:
     label: str   # ACTED, NOTHING, WAIT, REFUSED, FAILED
     reason: str
     code: int    # 0 acted or nothing to do, 1 refused or waiting, 2 failed
+    record: audit.Record = field(default_factory=dict, compare=False)  # what went into the audit log
 
     @property
     def line(self) -> str:
@@ -55,12 +57,18 @@ EXIT_FAILED = 2
 # --- probes: second opinion and verification ---------------------------------------------------
 
 
-def run_probe(config: Config, probe: Probe, active: str | None, timeout: float) -> tuple[int, str]:
-    """Run a check; (exit code, its first line). Bare names are found beside this executable."""
-    argv = list(probe.argv)
+def found_beside(words: tuple[str, ...]) -> list[str]:
+    """argv with a bare command name found beside this executable (the venv's bin), if it is there."""
+    argv = list(words)
     if "/" not in argv[0]:
         beside = Path(sys.argv[0]).resolve().parent / argv[0]
         argv[0] = str(beside) if beside.exists() else argv[0]
+    return argv
+
+
+def run_probe(config: Config, probe: Probe, active: str | None, timeout: float) -> tuple[int, str]:
+    """Run a check; (exit code, its first line). Bare names are found beside this executable."""
+    argv = found_beside(probe.argv)
     if probe.on_active_node and active:
         from kolabmon import pacemaker
 
@@ -122,7 +130,7 @@ def take_over(config: Config, trigger: Trigger, budget: float | None = None) -> 
     def finish(decision: str, reason: str, code: int, label: str, **extra: object) -> Result:
         durations["total"] = round(time.monotonic() - started, 3)
         audit.append(config.audit, audit.decided(record, decision, reason, code, durations, **extra))
-        return Result(label, reason, code)
+        return Result(label, reason, code, dict(record))
 
     first = policy.decide_event(event, config.rules)
     if first is not None:  # OK/WARNING/SOFT events: decided without touching the cluster
@@ -158,6 +166,13 @@ def act(config: Config, trigger: Trigger, backend: Backend, record: audit.Record
     record["cluster_state"] = cluster.__dict__
     decision = policy.decide(event, config.rules, cluster, time.time(), last)
     durations["decide"] = round(time.monotonic() - started, 3)
+    if decision.cooldown and last is not None and cluster.active:
+        # the move it refers to may have been for this very failure (another check of the same fault,
+        # reported a little later): if the service passes where the group runs now, that is no refusal
+        code, line = run_probe(config, config.probes[event.service], cluster.active, config.probe_timeout)
+        if code == 0:
+            return finish(policy.NOTHING, f"{event.service} passes on {cluster.active} since "
+                          f"{last.words(time.time())} ({line}): nothing to do", 0, "NOTHING")
     if decision.action != policy.ACT:
         return finish(decision.action, decision.reason, decision.exit_code, LABELS[decision.action])
     problem = backend.setup_problem()
@@ -238,3 +253,38 @@ def act(config: Config, trigger: Trigger, backend: Backend, record: audit.Record
                       f"fails: {line}", EXIT_FAILED, "FAILED", moved=True)
     return finish(policy.ACT, f"moved {config.group} {source} -> {target} in {moved_for} s{fenced}; "
                   f"{event.service} verified: {line}", 0, "ACTED", moved=True)
+
+
+# --- telling on-call ---------------------------------------------------------------------------
+
+TOLD = ("ACTED", "REFUSED", "FAILED")  # a decision on a HARD problem; NOTHING and WAIT are not news
+
+
+def worth_telling(result: Result) -> bool:
+    """Is this a decision on-call must hear of: moved, refused or failed on a problem that called for a
+    takeover (not an OK or SOFT event, not a dry run, not "another takeover is in progress")?"""
+    event = result.record.get("event")
+    return (result.label in TOLD and isinstance(event, dict) and event.get("state") == "CRITICAL"
+            and not result.record.get("dry_run") and result.record.get("decision") in ("act", "refuse"))
+
+
+def announce(config: Config, result: Result, deadline: float) -> str | None:
+    """Send the decision as on-call's TAKEOVER message through [notify] (kolabmon-notify, the record
+    on its stdin); None when sent or nothing to send, else why not (for the caller's log)."""
+    if not config.notify or not worth_telling(result):
+        return None
+    event: dict = result.record["event"]  # type: ignore[assignment]  # worth_telling checked it
+    timeout = min(config.notify_timeout, deadline - time.monotonic())
+    if timeout < 1:
+        return "no time left to send the decision to on-call"
+    argv = found_beside(config.notify) + [
+        "--type", "TAKEOVER", "--host", str(event["host"]), "--service", str(event["service"]),
+        "--state", str(event["state"]), "--record", "-", "-t", f"{max(timeout - 2, 1):g}"]
+    try:
+        done = subprocess.run(argv, input=json.dumps(result.record), capture_output=True, text=True,
+                              timeout=timeout, errors="replace")
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"cannot send the decision to on-call: {argv[0]}: {type(exc).__name__}"
+    if done.returncode != 0:
+        return f"sending the decision to on-call failed: {(done.stdout.strip().splitlines() or ['no output'])[0]}"
+    return None

@@ -140,6 +140,44 @@ def _on_a_problem(record: Record) -> bool:
     return isinstance(event, dict) and record.get("decision") in DECISIONS and event.get("state_type") != "SOFT"
 
 
+def decision_on(records: list[Record], host: str, service: str, changed: str) -> Record | None:
+    """The decision on one event: its host, service and Icinga's $service.last_hard_state_change$,
+    which the event handler and every notification about that HARD state receive alike."""
+    for record in reversed(_real(records)):
+        event = _about(record, host, service)
+        if event is not None and str(event.get("changed", "")) == changed and record.get("decision"):
+            return record
+    return None
+
+
+def problem_before(records: list[Record], host: str, service: str, changed: str) -> Record | None:
+    """For a recovery (its HARD state changed at `changed`): the decision on the HARD problem it ends,
+    if the last HARD event of this service before it was that problem."""
+    latest: tuple[float, dict, Record] | None = None
+    for record in _real(records):
+        event = _about(record, host, service)
+        at = _epoch(event.get("changed")) if event and event.get("state_type") == "HARD" else None
+        if at is not None and at < (_epoch(changed) or 0) and (latest is None or at >= latest[0]):
+            latest = (at, event, record)  # type: ignore[assignment]
+    if latest and latest[1].get("state") == "CRITICAL" and latest[2].get("decision") in ("act", "refuse"):
+        return latest[2]
+    return None
+
+
+def _epoch(value: object) -> float | None:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+def _about(record: Record, host: str, service: str) -> dict | None:
+    event = record.get("event")
+    if isinstance(event, dict) and event.get("host") == host and event.get("service") == service:
+        return event
+    return None
+
+
 def recovered_since(records: list[Record], since: Record | None) -> set[str]:
     """The nodes `kolabmon-takeover recover` cleared after the record `since` (all records: None)."""
     real = _real(records)

@@ -3,20 +3,23 @@
 
     kolabmon-takeover [--config FILE] [--dry-run] --host H --service S --state STATE
                       --state-type SOFT|HARD --attempt N --max-attempts N [--flapping 0|1]
-                      [--output TEXT] [--timeout SECONDS]
+                      [--output TEXT] [--changed EPOCH] [--timeout SECONDS]
     kolabmon-takeover [--config FILE] recover NODE
 
 Exit 0: acted and verified, or nothing to do; 1: refused or deferred by policy; 2: acted and
 failed, or left the cluster blocked; 3: bad input or config. One line on stdout, always; one
-JSON line per decision in the audit log, fsync'ed.
+JSON line per decision in the audit log, fsync'ed. With `[notify]` in the config, a decision on a
+HARD CRITICAL (moved, refused, failed) is also sent to on-call as its own message.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import socket
 import sys
+import time
 from collections.abc import Sequence
 
 from kolabmon import runtime
@@ -70,6 +73,9 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--flapping", type=runtime.zero_or_one, default=False,
                    help="$service.flapping$ as 0|1 (the EventCommand converts true/false)")
     p.add_argument("--output", help="$service.output$: a hang is re-probed with hang_probe_timeout")
+    p.add_argument("--changed", default="", metavar="EPOCH",
+                   help="$service.last_hard_state_change$: names the event, so that its notifications find "
+                   "this decision")
     p.add_argument("--timeout", type=runtime.positive_seconds,
                    help=f"the EventCommand's timeout: the takeover ends {BUDGET_MARGIN:g} s before it "
                    "(default: 'budget' from the config)")
@@ -77,6 +83,9 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     for name in ("host", "service"):
         if not getattr(args, name).strip():
             raise runtime.UsageError(f"--{name} is empty (undefined Icinga macro?)")
+    args.changed = args.changed.strip()
+    if args.changed and not re.fullmatch(r"\d+(\.\d+)?", args.changed):
+        raise runtime.UsageError(f"--changed {args.changed!r} is not an epoch ($service.last_hard_state_change$)")
     args.command = None
     return args
 
@@ -136,17 +145,19 @@ def recover(config: Config, args: argparse.Namespace) -> int:
 
 
 def takeover(config: Config, args: argparse.Namespace) -> int:
-    from kolabmon.takeover.action import Trigger, take_over
+    from kolabmon.takeover.action import Trigger, announce, take_over
 
     event = policy.Event(args.host, args.service, args.state, args.state_type, args.attempt, args.max_attempts,
-                         args.flapping)
+                         args.flapping, args.changed)
     budget = config.budget if args.timeout is None else args.timeout - BUDGET_MARGIN
     if budget < config.move_needs():
         raise runtime.UsageError(f"--timeout {args.timeout:g} s cannot hold one takeover ({config.move_needs():g} s "
                                  f"+ {BUDGET_MARGIN:g} s, see 'budget' in {args.config})")
+    deadline = time.monotonic() + budget
     result = take_over(config, Trigger(event, f"icinga on {socket.gethostname()}", args.output or "",
                                        dry_run=args.dry_run), budget)
-    say(result.label, result.reason)
+    untold = announce(config, result, deadline)
+    say(result.label, result.reason + (f" ({untold})" if untold else ""))
     return result.code
 
 

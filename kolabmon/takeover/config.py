@@ -72,6 +72,8 @@ class Config:
     audit: Path = DEFAULT_STATE_DIR / "audit.jsonl"
     commands: dict[str, tuple[str, ...]] = field(default_factory=dict)  # the command backend's argv
     watch: Watch = field(default_factory=Watch)
+    notify: tuple[str, ...] = ()              # kolabmon-notify's argv (where to): the takeover's own messages
+    notify_timeout: float = 30.0
 
     def move_needs(self) -> float:
         """The longest one takeover can take once it holds the lock: second opinion (with Pacemaker's
@@ -128,6 +130,16 @@ def _watch(table: dict, services: dict[str, Probe]) -> Watch:
     return watch
 
 
+def _notify(table: dict) -> dict[str, Any]:
+    """[notify]: the kolabmon-notify command (argv without the message's own arguments) that tells
+    on-call what a takeover decided; the takeover adds --type TAKEOVER, the event and its record."""
+    _only(table, NOTIFY, "in [notify]")
+    if not table:
+        return {}
+    return {"notify": _argv(_get(table, "command", (list, str), "[notify]"), "[notify] command"),
+            "notify_timeout": _positive(table, "timeout", 30, "[notify]")}
+
+
 def _argv(value: object, where: str) -> tuple[str, ...]:
     if isinstance(value, str):
         value = shlex.split(value)
@@ -140,12 +152,14 @@ def _argv(value: object, where: str) -> tuple[str, ...]:
 # local, an 'onn' would re-probe on the wrong node, and neither would say so until a takeover.
 TOP_LEVEL = frozenset({"cluster", "group", "hosts", "cooldown", "soft_attempt", "backend", "move", "attribute",
                        "fence", "transition_timeout", "probe_timeout", "hang_probe_timeout", "restart_grace",
-                       "budget", "state_dir", "lock", "audit", "nodes", "services", "commands", "watch"})
+                       "budget", "state_dir", "lock", "audit", "nodes", "services", "commands", "watch",
+                       "notify"})
 NODE = frozenset({"prefix"})                                   # [nodes.NODE]
 SERVICE = frozenset({"reprobe", "on", "fence_first"})          # [services.SERVICE]
 COMMANDS = frozenset({"active", "move", "peer_ok", "recover"})  # [commands], the command backend's argv
 WATCH = frozenset({"interval", "timeout", "failures", "window", "services", "retry", "fault_attribute",
                    "health_attribute"})                       # [watch]
+NOTIFY = frozenset({"command", "timeout"})                     # [notify]
 
 
 def _only(table: dict, known: frozenset[str], where: str) -> None:
@@ -233,7 +247,8 @@ def load(path: str | Path) -> Config:
         budget=_positive(data, "budget", DEFAULT_BUDGET),
         lock=Path(str(_get(data, "lock", str, "config", str(state_dir / "takeover.lock")))),
         audit=Path(str(_get(data, "audit", str, "config", str(state_dir / "audit.jsonl")))),
-        commands=commands, watch=_watch(_get(data, "watch", dict, "config", {}), probes))
+        commands=commands, watch=_watch(_get(data, "watch", dict, "config", {}), probes),
+        **_notify(_get(data, "notify", dict, "config", {})))
     if config.budget < config.move_needs():
         raise ConfigError(f"config: 'budget' {config.budget:g} s cannot hold one takeover: probe_timeout, "
                           f"restart_grace, transition_timeout and the verification need {config.move_needs():g} s "

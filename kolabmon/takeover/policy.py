@@ -21,7 +21,9 @@ EXIT_CODES = {ACT: 0, NOTHING: 0, WAIT: 1, REFUSE: 1}
 @dataclass(frozen=True)
 class Event:
     """What Icinga passed: $host.name$ $service.name$ $service.state$ $service.state_type$
-    $service.check_attempt$ $service.max_check_attempts$ $service.flapping$."""
+    $service.check_attempt$ $service.max_check_attempts$ $service.flapping$, and
+    $service.last_hard_state_change$ as Icinga rendered it: the notifications about the same HARD
+    state carry the same value, so kolabmon-notify matches a decision to its event by it."""
 
     host: str
     service: str
@@ -30,6 +32,7 @@ class Event:
     attempt: int
     max_attempts: int
     flapping: bool = False
+    changed: str = ""
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,7 @@ class Failure:
 class Decision:
     action: str
     reason: str
+    cooldown: bool = False  # refused only because the group moved less than `cooldown` s ago
 
     @property
     def exit_code(self) -> int:
@@ -136,7 +140,7 @@ def decide(event: Event, rules: Rules, cluster: Cluster, now: float, last_move: 
     if cluster.active is None:
         return Decision(REFUSE, "the group runs nowhere: nothing to move (see check_kolab_heartbeat)")
     if last_move is not None and now - last_move.epoch < rules.cooldown:
-        return Decision(REFUSE, f"cool-down: {last_move.words(now)} (< {rules.cooldown:.0f} s)")
+        return Decision(REFUSE, f"cool-down: {last_move.words(now)} (< {rules.cooldown:.0f} s)", cooldown=True)
     if cluster.passive is None:
         return Decision(REFUSE, "no passive node to move to")
     if not cluster.passive_online:

@@ -27,6 +27,7 @@ import dataclasses
 import importlib
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -138,6 +139,7 @@ class Watcher:
         self.published: dict[str, str] = {}
         self.worker: threading.Thread | None = None
         self.acted: dict[str, float] = {}  # per node whose fault it acted on: when (monotonic)
+        self.told: dict[str, str] = {}     # per node: the last decision sent to on-call (digits masked)
         self.role, self.last_result = "starting", ""
 
     def run(self) -> int:
@@ -252,7 +254,7 @@ class Watcher:
         event = policy.Event(node, service, "CRITICAL", "HARD", failures, failures)
 
         def work() -> None:
-            from kolabmon.takeover.action import Trigger, take_over
+            from kolabmon.takeover.action import Trigger, announce, take_over
 
             log(f"{node}: {service} {kind} ({line}): calling the takeover")
             try:
@@ -262,6 +264,12 @@ class Watcher:
                 self.last_result = f"takeover broke: {type(exc).__name__}: {exc}"
             else:
                 self.last_result = result.line
+                news = re.sub(r"[\d.]+", "#", result.line)  # a retry that decides the same is not news
+                if self.told.get(node) != news:
+                    self.told[node] = news
+                    untold = announce(self.config, result, time.monotonic() + self.config.notify_timeout)
+                    if untold:
+                        log(untold)
             log(self.last_result)
 
         self.worker = threading.Thread(target=work, name="takeover", daemon=True)

@@ -69,7 +69,6 @@ move = ["false"]
   vars.kolab_notify_ca_file = "{certs.ca}"
   vars.kolab_notify_user = "{ONCALL}"
   vars.kolab_notify_password = "{ONCALL_PASSWORD}"
-  vars.kolab_notify_audit = "{tmp_path / 'state' / 'audit.jsonl'}"
   vars.kolab_takeover_config = "{takeover}"
 """
     spool = tmp_path / "spool" / "perfdata"
@@ -226,8 +225,10 @@ def test_icinga_runs_the_shipped_commands_against_the_lab(tmp_path: Path, doveco
             return next((r for r in records if r["event"]["service"] == "smtp"
                          and r["event"]["state_type"] == "HARD" and r["event"]["state"] == "CRITICAL"), None)
         record = icinga.wait("the takeover's decision on the HARD CRITICAL", hard_decision)
+        changed = record["event"].pop("changed")  # type: ignore[index]
         assert record["event"] == {"host": cluster, "service": "smtp", "state": "CRITICAL", "state_type": "HARD",  # type: ignore[index]
                                    "attempt": 1, "max_attempts": 3, "flapping": False}
+        assert re.fullmatch(r"\d{10}(\.\d+)?", changed), changed  # $service.last_hard_state_change$
         assert record["decision"] == "refuse" and "second opinion" in record["reason"]  # type: ignore[index]
         subject = f"PROBLEM: smtp on {cluster} is CRITICAL"
         body = icinga.wait("the notification mail", lambda: oncall_mail(dovecot, subject), timeout=60)
@@ -235,5 +236,10 @@ def test_icinga_runs_the_shipped_commands_against_the_lab(tmp_path: Path, doveco
         assert "node2 (from the nodes' heartbeat checks)" in body  # type: ignore[operator]
         assert ONCALL_PASSWORD not in body and ONCALL_PASSWORD not in icinga.commands()  # type: ignore[operator]
         assert "'--failover' '1'" in icinga.commands()
+        # the notification names the same event: it finds the decision on it, or says it is still pending
+        notify_run = next(line for line in icinga.commands().splitlines() if "kolabmon-notify" in line
+                          and "'smtp'" in line)
+        assert f"'--changed' '{changed}'" in notify_run, notify_run
+        assert "Decision:        REFUSED at " in body or "Decision:        pending" in body, body  # type: ignore[operator]
     finally:
         icinga.stop()

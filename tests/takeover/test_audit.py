@@ -30,7 +30,7 @@ def test_append_and_tail_round_trip(tmp_path: Path) -> None:
     move = audit.tail(log)[0]
     assert move["decision"] == "act" and move["exit"] == 0 and move["durations"] == {"total": 1.5}
     assert move["event"] == {"host": "kolab-cluster", "service": "imap", "state": "CRITICAL", "state_type": "HARD",
-                             "attempt": 1, "max_attempts": 3, "flapping": False}
+                             "attempt": 1, "max_attempts": 3, "flapping": False, "changed": ""}
     assert isinstance(move["epoch"], float) and isinstance(move["time"], str) and move["finished"] >= move["epoch"]
 
 

@@ -106,6 +106,13 @@ def test_cooldown_after_a_move(world) -> None:
     assert world["moves"].read_text() == "node1->node2\n"
 
 
+def test_a_late_event_of_the_fault_that_was_moved_away_from_is_no_refusal(world) -> None:
+    assert takeover(world, *HARD).returncode == 0
+    proc = takeover(world, *HARD)  # the same fault, reported by a later check: imap passes on node2 now
+    assert proc.returncode == 0 and proc.stdout.startswith("TAKEOVER NOTHING - imap passes on node2 since icinga")
+    assert records(world)[-1]["decision"] == "nothing" and world["moves"].read_text() == "node1->node2\n"
+
+
 def test_ten_concurrent_calls_move_exactly_once(world) -> None:
     with ThreadPoolExecutor(10) as pool:
         results = list(pool.map(lambda _: takeover(world, *HARD), range(10)))
