@@ -14,7 +14,6 @@ import datetime as dt
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -24,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 from lab import cluster as lab  # noqa: E402
 from lab import icinga as lab_icinga  # noqa: E402
 from lab import pcmk, release, servers, timeline, watcher  # noqa: E402
+from lab.client_watch import ClientWatch, imap_login  # noqa: E402
 
 BIN = ROOT / ".venv" / "bin"
 SVG = ROOT / "var" / "failover-timeline.svg"
@@ -42,45 +42,6 @@ class Step:
     def __init__(self, name: str) -> None:
         Step.current = name
         say(f"== {name}")
-
-
-class ClientWatch(threading.Thread):
-    """What users see: IMAP login on the cluster IP from the client, every 0.5 s."""
-
-    def __init__(self, cluster: lab.Cluster, secret: Path) -> None:
-        super().__init__(daemon=True)
-        self.cluster, self.secret = cluster, secret
-        self.samples: list[tuple[float, bool]] = []
-        self.stopping = threading.Event()
-
-    def run(self) -> None:
-        ca = str(lab.make_certs().ca)
-        while not self.stopping.is_set():
-            proc = self.cluster.client(
-                str(BIN / "check_kolab_imap"),
-                "-H",
-                lab.CLUSTER_IP,
-                "--starttls",
-                "--ca-file",
-                ca,
-                "-u",
-                lab_icinga.USER,
-                "--password-file",
-                str(self.secret),
-                "-t",
-                "1",
-                timeout=10,
-            )
-            self.samples.append((time.time(), proc.returncode == 0))
-            time.sleep(0.5)
-
-    def outage(self, since: float) -> tuple[float, float] | None:
-        """(first failed, first OK again) after `since`."""
-        failed = next((t for t, ok in self.samples if t >= since and not ok), None)
-        if failed is None:
-            return None
-        back = next((t for t, ok in self.samples if t > failed and ok), None)
-        return (failed, back) if back else None
 
 
 def healthy_table(icinga: lab_icinga.LabIcinga) -> dict[tuple[str, str], lab_icinga.Result]:
@@ -114,7 +75,7 @@ def run_demo(workdir: Path) -> int:
                 say(f"   {host:13} {service:9} {result.output.split(' | ')[0][:110]}")
         Step("starting kolabmon's watcher on both nodes (a Pacemaker clone of ocf:kolabmon:watcher)")
         say(f"   started in {watcher.enable(cluster, icinga.takeover):.1f} s, with Icinga's takeover config")
-        watch = ClientWatch(cluster, icinga.dir / "takeover" / "imap.pw")
+        watch = ClientWatch(cluster, imap_login(icinga.dir / "takeover" / "imap.pw"))
         watch.start()
         time.sleep(2)
         source = cluster.active_node()
@@ -183,9 +144,7 @@ def report(
     moved_at = decided + durations.get("move", 0)
     verified = moved_at + durations.get("verify", 0)
     ok_again = next((r.epoch for r in imap if hard and r.epoch > hard and r.state == "OK"), None)
-    mails = sorted(icinga.oncall_mail(), key=lambda m: m["epoch"])
-    mail = next((m for m in mails if m["epoch"] >= fault_at - 1 and "imap" in m["subject"].lower()),
-                next((m for m in mails if m["epoch"] >= fault_at - 1), None))
+    mails = [m for m in sorted(icinga.oncall_mail(), key=lambda m: m["epoch"]) if m["epoch"] >= fault_at - 1]
     fenced = fence_time(cluster, source)
     who = moved["origin"]
     events = [
@@ -201,7 +160,7 @@ def report(
         (late and late.get("finished"), f"Icinga's handler ({late['event']['state_type']}): {late['decision']}"
          if late else ""),
         (ok_again, f"Icinga: IMAP OK, served by {target}"),
-        (mail and mail["epoch"], f"on-call mail: {mail['subject'][:70]}" if mail else ""),
+        *((mail["epoch"], f"mail: {lab_icinga.said(mail)[:110]}") for mail in mails),
     ]
     events = sorted((t, label) for t, label in events if t)
     print("\nTimeline (seconds after the fault):")

@@ -203,7 +203,7 @@ object Host "kolab-cluster" {{
   vars.kolab_ldap_password_file = "{ldap_secret}"
   vars.kolab_ldap_filter = "(uid=user1)"
   vars.kolab_freebusy_url = "http://{lab.CLUSTER_IP}/freebusy/{USER}.ifb"
-  vars.kolab_failover_services = [ "imap", "smtp" ]
+  vars.kolab_failover_services = [ "imap", "smtp", "ldap" ]
 {timing}{notify}}}
 """ + "".join(f"""
 object Host "{node}" {{
@@ -249,6 +249,15 @@ object Host "{node}" {{
         proc = subprocess.run(["ip", "netns", "exec", "monitor", str(BIN / "python"), "-c", script],
                               input=servers.USERS[ONCALL] + "\n", capture_output=True, text=True, timeout=30)
         return json.loads(proc.stdout) if proc.returncode == 0 and proc.stdout.strip() else []
+
+
+def said(mail: dict) -> str:
+    """A mail from oncall_mail in one line: its subject and what it tells on-call (the decision if it
+    has one, else the next step), for the demo's timeline and the fault campaign's record."""
+    rows = {line.split(":", 1)[0]: " ".join(line.split(":", 1)[1].split())
+            for line in mail["body"].splitlines() if ":" in line and not line.startswith(" ")}
+    told = rows.get("Decision") or rows.get("Next") or ""
+    return f"{mail['subject'].removeprefix('[kolabmon] ')} | {told}"
 
 
 def spool_lines(spool: Path) -> list[list[str]]:

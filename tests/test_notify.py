@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from email import message_from_bytes, policy
@@ -17,6 +18,7 @@ import pytest
 
 from kolabmon import notify
 from kolabmon.notify import message
+from kolabmon.takeover import audit
 from lab import servers
 from tests.fakes.faults import Silent
 from tests.fakes.webhook import WebhookReceiver
@@ -363,6 +365,23 @@ def test_a_recovery_says_what_the_takeover_did_for_the_problem_it_ends(tmp_path:
     older = write_audit(tmp_path / "c", decided(now - 900, "100"), decided(now - 800, "150", "nothing", moved=False,
                                                                             state="OK"))
     assert told(older, *recovery, "--changed", "500")[0] == ""  # a problem before the last recovery is not this one
+
+
+def test_a_recovery_before_the_decision_is_written_waits_for_it(tmp_path: Path) -> None:
+    now = time.time()
+    soft = decided(now - 20, "150", "nothing", moved=False) | {"decision": "wait", "reason": "SOFT 2/3"}
+    soft["event"]["state_type"] = "SOFT"
+    log = write_audit(tmp_path / "a", soft)
+    recovery = event("--type", "RECOVERY", "--host", "kolab-cluster", "--service", "imap", "--state", "OK",
+                     "--changed", "260")
+    late = threading.Timer(1.0, lambda: audit.append(log, decided(now, "200", fenced=True)))
+    late.start()  # the takeover still verifies on the new node when Icinga sees imap OK there
+    takeover = message.read_audit(str(log), recovery, wait=10)
+    assert takeover.decision is not None and message.label(takeover.decision) == "MOVED"
+    assert message.next_step(recovery, takeover, "node2").endswith("then run: kolabmon-takeover recover node1")
+    gave_up = message.read_audit(str(write_audit(tmp_path / "b", soft)), recovery, wait=0.5)
+    assert gave_up.decision is None and gave_up.deciding
+    assert message.decision_text(recovery, gave_up).startswith("not written yet: kolabmon-takeover is still at work")
 
 
 def test_next_step_is_about_the_node_a_node_local_check_runs_on(tmp_path: Path) -> None:

@@ -251,7 +251,7 @@ def notify(args: argparse.Namespace, clock: runtime.Clock, secrets: list[str]) -
 
     clock.enter("reading the audit log")
     event = Event(args)
-    takeover = read_audit(args.audit, event, args.takeover_config)
+    takeover = read_audit(args.audit, event, args.takeover_config, wait=args.timeout / 2)
     clock.enter("composing")
     subject, body, document = compose(event, takeover, (args.active or "").strip())
     for secret in secrets:  # the message never carries one, whatever the macros held

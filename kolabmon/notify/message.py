@@ -30,6 +30,7 @@ class Takeover:
                  followup: bool = False, audit: str = "") -> None:
         self.last_move, self.decision, self.recovered, self.note = last_move, decision, recovered, note
         self.followup, self.audit = followup, audit
+        self.deciding = False  # a recovery came before the decision on the problem it ends was written
 
     @property
     def moved_from(self) -> str | None:
@@ -62,9 +63,11 @@ def label(record: dict) -> str:
     return "REFUSED" if record.get("decision") == "refuse" else "NOTHING"
 
 
-def read_audit(path: str | None, event: Event, config_path: str | None = None) -> Takeover:
+def read_audit(path: str | None, event: Event, config_path: str | None = None, wait: float = 0.0) -> Takeover:
     """The records for this notification: the decision matched to its event, the last move. A broken
-    line is skipped; a missing or unreadable log, or a broken takeover config, is said so."""
+    line is skipped; a missing or unreadable log, or a broken takeover config, is said so. A RECOVERY
+    that comes while the takeover still verifies the problem it ends (the service passed on the new
+    node before the takeover's record was written) waits up to `wait` s for that record."""
     from kolabmon.takeover import audit  # late: --help and usage errors do not load it
 
     followup, note = False, ""
@@ -89,8 +92,24 @@ def read_audit(path: str | None, event: Event, config_path: str | None = None) -
     if decision is None and event.service and event.changed:
         find = audit.decision_on if event.problem else audit.problem_before
         decision = find(records, event.host, event.service, event.changed)
+        until = time.monotonic() + wait
+        while (decision is None and not event.problem and time.monotonic() < until
+               and audit.deciding(records, event.host, event.service)):
+            time.sleep(0.25)
+            records = _tail_or_none(audit, path) or records
+            decision = find(records, event.host, event.service, event.changed)
     last_move = audit.last_takeover(records)
-    return Takeover(last_move, decision, audit.recovered_since(records, last_move), note, followup, path)
+    found = Takeover(last_move, decision, audit.recovered_since(records, last_move), note, followup, path)
+    found.deciding = bool(decision is None and not event.problem and event.service
+                          and audit.deciding(records, event.host, event.service))
+    return found
+
+
+def _tail_or_none(audit, path: str) -> list[dict] | None:  # noqa: ANN001
+    try:
+        return audit.tail(path)
+    except OSError:
+        return None
 
 
 def _when(record: dict) -> str:
@@ -204,6 +223,9 @@ def decision_text(event: Event, takeover: Takeover) -> str | None:
                f"{record.get('reason', '')}"
     if event.failover and event.type == "PROBLEM" and event.state == "CRITICAL":
         return "pending (kolabmon-takeover runs now" + (", and mails its decision)" if takeover.followup else ")")
+    if takeover.deciding:
+        return "not written yet: kolabmon-takeover is still at work on the problem this ends" + (
+            " and mails its decision" if takeover.followup else "")
     return None
 
 

@@ -164,6 +164,16 @@ def problem_before(records: list[Record], host: str, service: str, changed: str)
     return None
 
 
+def deciding(records: list[Record], host: str, service: str) -> bool:
+    """Is a decision on this service's HARD problem still being made? Its SOFT attempts are on record
+    (waited out at once) and nothing after them: the HARD event's record comes when the takeover ends."""
+    for record in reversed(_real(records)):
+        event = _about(record, host, service)
+        if event is not None:
+            return record.get("decision") == "wait" and event.get("state") == "CRITICAL"
+    return False
+
+
 def _epoch(value: object) -> float | None:
     try:
         return float(value)  # type: ignore[arg-type]

@@ -1,0 +1,329 @@
+"""The fault campaign: each fault class on the lab cluster, as a new admin meets it. A fresh Icinga 2
+per class (the monitor namespace, the project's icinga/ config, kolabmon-takeover as the event
+handler with [notify] to the on-call mailbox, the watcher off: this is the monitoring host's path);
+the cluster is shared and healed between classes. Each test asserts what kolabmon did, the states
+Icinga showed (SOFT before HARD, within bounds), what users saw from the client, and the words on-call
+received. Each writes its measured times and mails to var/campaign/CLASS.json for the record.
+
+Lab timing (lab/icinga.py): check every 2 s, retry every 1 s, HARD at the 3rd failure, every
+client-side plugin gives up after 4 s. A hung service is CRITICAL at the end of its first check
+(up to 2 + 4 s after the fault) and HARD two retries later: 3 x (4 + 1) s, so at most ~20 s.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from lab import cluster as lab
+from lab import icinga as lab_icinga
+from lab import pcmk, servers
+from lab.client_watch import BIN, ClientWatch, imap_login
+
+CLUSTER_HOST = "kolab-cluster"
+HARD_WITHIN = 25.0  # seconds from the fault to a HARD state of a hung service (about 20 s, see above)
+REPORT = Path(__file__).resolve().parent.parent.parent / "var" / "campaign"
+SERVICES = {(CLUSTER_HOST, s) for s in ("imap", "smtp", "ldap", "freebusy", "roundtrip")} | {
+    (n, s) for n in lab.NODES for s in ("heartbeat", "storage")}
+
+
+class Run:
+    """One fault class: the Icinga that watches it, the client that uses it, and what happened since."""
+
+    def __init__(self, cluster: lab.Cluster, icinga: lab_icinga.LabIcinga, client: ClientWatch) -> None:
+        self.cluster, self.icinga, self.client = cluster, icinga, client
+        self.source = cluster.active_node() or "?"
+        self.passive = next(n for n in lab.NODES if n != self.source)
+        self.fault_at = time.time()
+
+    def fault(self, what: Callable[[], object]) -> None:
+        self.fault_at = time.time()
+        what()
+
+    def results(self, service: str, host: str = CLUSTER_HOST) -> list[lab_icinga.Result]:
+        return [r for r in self.icinga.results() if r.host == host and r.service == service
+                and r.epoch > self.fault_at]
+
+    def first(self, service: str, state: str | None = None, state_type: str | None = None,
+              host: str = CLUSTER_HOST) -> lab_icinga.Result | None:
+        """The first result since the fault that is not OK (or has this state and type)."""
+        return next((r for r in self.results(service, host) if (state is None and r.state != "OK") or
+                     (r.state == state and (state_type is None or r.state_type == state_type))), None)
+
+    def decisions(self) -> list[dict]:
+        return [r for r in self.icinga.audit() if "event" in r and r["epoch"] >= self.fault_at - 1]
+
+    def mails(self) -> list[dict]:
+        return sorted((m for m in self.icinga.oncall_mail() if m["epoch"] > self.fault_at),
+                      key=lambda m: m["epoch"])
+
+    def mail(self, subject: str, timeout: float = 60, body: str = "") -> dict:
+        """Wait for the mail whose subject starts with `subject` (after "[kolabmon] ") and whose body has `body`."""
+        return lab_icinga.wait(f"the mail {subject!r}", lambda: next(
+            (m for m in self.mails() if m["subject"].startswith(f"[kolabmon] {subject}") and body in m["body"]),
+            None), timeout)
+
+    def wait_back(self, service: str, timeout: float = 90) -> lab_icinga.Result:
+        """Icinga shows `service` OK again after a failure."""
+        def back() -> lab_icinga.Result | None:
+            bad = self.first(service)
+            return next((r for r in self.results(service) if bad and r.epoch > bad.epoch and r.state == "OK"), None)
+        return lab_icinga.wait(f"{service} OK again in Icinga", back, timeout)
+
+    def report(self, name: str, **extra: object) -> dict:
+        """Times after the fault (s) and the mails, into var/campaign/NAME.json and the test's output."""
+        def at(epoch: float | None) -> float | None:
+            return None if epoch is None else round(epoch - self.fault_at, 1)
+        moved = next((r for r in self.decisions() if r.get("moved")), None)
+        outage = self.client.outage(self.fault_at)
+        found = {
+            "class": name, "release": open("/etc/debian_version").read().strip(), "source": self.source,
+            "client": self.client.what, "outage": outage and round(outage[1] - outage[0], 1),
+            "client_back": at(outage[1]) if outage else None,
+            "decisions": [{"at": at(r.get("finished")), "origin": r.get("origin"), "event": "{host}/{service} "
+                           "{state_type} {state}".format(**r["event"]), "decision": r["decision"],
+                           "reason": r["reason"]} for r in self.decisions() if r["event"].get("state") != "OK"],
+            "fence": at(fence_completed(self.cluster, self.source)) if moved and moved.get("fenced") else None,
+            "mails": [{"at": at(m["epoch"]), "subject": m["subject"], "lines": essentials(m["body"])}
+                      for m in self.mails()],
+            **{key: at(value) if isinstance(value, float) else value for key, value in extra.items()},
+        }
+        REPORT.mkdir(parents=True, exist_ok=True)
+        (REPORT / f"{name}.json").write_text(json.dumps(found, indent=1) + "\n")
+        print(json.dumps(found, indent=1))
+        return found
+
+
+def essentials(body: str) -> list[str]:
+    """The lines on-call reads first: the check's line, the decision and the next step."""
+    return [" ".join(line.split()) for line in body.splitlines()
+            if line.startswith(("Check:", "Trigger:", "Decision:", "Next:"))]
+
+
+def fence_completed(cluster: lab.Cluster, node: str) -> float | None:
+    try:
+        events = cluster.status().fence_events
+    except servers.LabError:
+        return None
+    return max((pcmk.fence_completed(e) or 0 for e in events if e.get("target") == node
+                and e.get("status") == "success"), default=None) or None
+
+
+def client_check(service: str, secret: Path) -> list[str]:
+    """What a user's client does for `service`, on the cluster IP from the client machine, 1 s timeout."""
+    ca, ip = str(lab.make_certs().ca), lab.CLUSTER_IP
+    return {
+        "imap": imap_login(secret),
+        "smtp": [str(BIN / "check_kolab_smtp"), "-H", ip, "--starttls", "--ca-file", ca, "-t", "1"],
+        "ldap": [str(BIN / "check_kolab_ldap"), "-H", ip, "-b", servers.LDAP_BASE, "-f", "(uid=user1)", "-D",
+                 servers.LDAP_SERVICE_DN, "--password-file", str(secret.parent / "ldap.pw"), "-t", "1"],
+        "freebusy": [str(BIN / "check_kolab_freebusy"), "--url", f"http://{ip}/freebusy/{lab_icinga.USER}.ifb",
+                     "-u", lab_icinga.USER, "--password-file", str(secret), "-t", "1"],
+    }[service]
+
+
+@pytest.fixture
+def campaign(cluster: lab.Cluster, tmp_path: Path) -> Iterator[Callable[[str], Run]]:
+    """start(client_service) → a Run: the cluster healed, a fresh Icinga with every service OK, the
+    client using `client_service` every 0.5 s."""
+    started: list[Run] = []
+
+    def start(service: str) -> Run:
+        lab.heal(cluster)
+        icinga = lab_icinga.LabIcinga(tmp_path / "icinga")
+        icinga.start()
+        lab_icinga.wait("every service OK in Icinga", lambda: all(
+            (r := latest(icinga).get(key)) and r.state == "OK" for key in SERVICES), 90)
+        client = ClientWatch(cluster, client_check(service, icinga.dir / "takeover" / "imap.pw"), service)
+        client.start()
+        run = Run(cluster, icinga, client)
+        started.append(run)
+        lab_icinga.wait(f"the client's first {service} OK", lambda: any(ok for _, ok in client.samples), 20)
+        return run
+
+    try:
+        yield start
+    finally:
+        for run in started:
+            run.client.stopping.set()
+            run.icinga.stop()
+        lab.heal(cluster)
+
+
+def latest(icinga: lab_icinga.LabIcinga) -> dict[tuple[str, str], lab_icinga.Result]:
+    return {(r.host, r.service): r for r in icinga.results()}
+
+
+def assert_soft_then_hard(run: Run, service: str, host: str = CLUSTER_HOST, within: float = HARD_WITHIN) -> float:
+    """SOFT CRITICAL first, then HARD CRITICAL within `within` s of the fault; the HARD epoch."""
+    soft = run.first(service, "CRITICAL", "SOFT", host)
+    hard = run.first(service, "CRITICAL", "HARD", host)
+    assert soft and hard and soft.epoch < hard.epoch, [(r.state, r.state_type) for r in run.results(service, host)]
+    assert hard.epoch - run.fault_at < within, f"HARD after {hard.epoch - run.fault_at:.1f} s"
+    return hard.epoch
+
+
+def assert_problem_then_decision(run: Run, service: str, host: str, decision: str, words: str) -> list[dict]:
+    """The first mail about the HARD CRITICAL carries kolabmon's decision on that event, or says it is
+    pending and the takeover's own TAKEOVER mail with the decision follows. Returns the mails."""
+    what = f"{service} on {host}"
+    problem = run.mail(f"PROBLEM: {what} is CRITICAL")
+    told = re.search(r"^Decision:\s+(.*)$", problem["body"], re.M)
+    assert told, problem["body"]
+    if told[1].startswith("pending"):
+        assert "it sends its decision in a TAKEOVER message" in problem["body"], problem["body"]
+    else:
+        assert told[1].startswith(decision) and words in problem["body"], problem["body"]
+    takeover = run.mail(f"TAKEOVER {decision}: {what}", body=words)
+    return [problem, takeover]
+
+
+# --- the classes ---------------------------------------------------------------------------------
+
+
+def test_hung_dovecot_is_fenced_moved_and_told(campaign) -> None:
+    run = campaign("imap")
+    run.fault(lambda: run.cluster.hang(run.source, "dovecot"))
+    moved = lab_icinga.wait("the move", lambda: next((r for r in run.decisions() if r.get("moved")), None), 90)
+    assert moved["event"]["service"] in ("imap", "smtp") and moved["fenced"] and moved["fence_first"] == "done"
+    assert moved["event"]["changed"], moved["event"]  # the event is named, so its mails find the decision
+    back = run.wait_back("imap")
+    hard = assert_soft_then_hard(run, "imap")
+    assert len([r for r in run.decisions() if r.get("moved")]) == 1
+    service = moved["event"]["service"]
+    problem, takeover = assert_problem_then_decision(run, service, CLUSTER_HOST, "MOVED",
+                                                     f"kolabmon-takeover recover {run.source}")
+    assert takeover["subject"].endswith(f"group {run.source} -> {run.passive}, {run.source} fenced")
+    recovery = run.mail(f"RECOVERY: {service} on {CLUSTER_HOST} is OK")
+    assert f"moved the group away from {run.source}" in recovery["body"]
+    assert f"then run: kolabmon-takeover recover {run.source}" in recovery["body"]
+    outage = run.client.outage(run.fault_at)
+    assert outage and outage[1] - outage[0] < 45, outage
+    assert len([m for m in run.mails() if m["subject"].startswith("[kolabmon] TAKEOVER")]) == 1
+    run.report("hung-dovecot", hard=hard, back_in_icinga=back.epoch)
+
+
+def test_readonly_spool_is_fenced_first_and_moved(campaign) -> None:
+    run = campaign("imap")
+    run.fault(lambda: run.cluster.readonly_spool(run.source))
+    moved = lab_icinga.wait("the move", lambda: next((r for r in run.decisions() if r.get("moved")), None), 90)
+    assert moved["fenced"] and moved["fence_first"] == "done", moved
+    host, service = moved["event"]["host"], moved["event"]["service"]
+    hard = assert_soft_then_hard(run, service, host)
+    problem, takeover = assert_problem_then_decision(run, service, host, "MOVED",
+                                                     f"kolabmon-takeover recover {run.source}")
+    if host != CLUSTER_HOST:  # a node-local check: the message says which node, and Next is about it
+        assert f"Node:            {host}" in problem["body"]
+    assert all("none recorded" not in m["body"] for m in run.mails() if m["epoch"] > moved["finished"])
+    assert run.cluster.active_node() == run.passive
+    run.report("readonly-spool", hard=hard)
+
+
+def test_hung_slapd_is_fenced_and_moved_as_fast_as_imap(campaign) -> None:
+    run = campaign("ldap")
+    run.fault(lambda: run.cluster.hang(run.source, "slapd"))
+    moved = lab_icinga.wait("the move", lambda: next((r for r in run.decisions() if r.get("moved")), None), 90)
+    assert moved["event"]["service"] == "ldap" and moved["fenced"], moved
+    hard = assert_soft_then_hard(run, "ldap")  # the same plugin timeout as IMAP: HARD as fast
+    assert_problem_then_decision(run, "ldap", CLUSTER_HOST, "MOVED", f"kolabmon-takeover recover {run.source}")
+    back = run.wait_back("ldap")
+    outage = run.client.outage(run.fault_at)
+    assert outage and outage[1] - outage[0] < 45, outage
+    run.report("hung-slapd", hard=hard, back_in_icinga=back.epoch)
+
+
+def test_killed_postfix_is_restarted_in_place_not_moved(campaign) -> None:
+    run = campaign("smtp")
+    run.fault(lambda: run.cluster.crash(run.source, "postfix"))
+    back = run.wait_back("smtp")
+    hard = run.first("smtp", "CRITICAL", "HARD")
+    time.sleep(2)
+    assert not any(r.get("moved") for r in run.decisions()) and run.cluster.active_node() == run.source
+    if hard:  # Pacemaker's restart took longer than three refused checks: kolabmon waited for it
+        decision = next(r for r in run.decisions() if r["event"]["service"] == "smtp"
+                        and r["event"]["state_type"] == "HARD" and r["event"]["state"] == "CRITICAL")
+        assert decision["decision"] == "refuse" and "Pacemaker restarted it in place" in decision["reason"]
+        assert_problem_then_decision(run, "smtp", CLUSTER_HOST, "REFUSED", "Pacemaker restarted it in place")
+    outage = run.client.outage(run.fault_at)
+    assert outage and outage[1] - outage[0] < 30, outage
+    run.report("killed-postfix", hard=hard and hard.epoch, back_in_icinga=back.epoch)
+
+
+def test_two_second_blips_are_neither_hard_nor_moved(campaign) -> None:
+    run = campaign("imap")
+    run.fault(lambda: None)
+    for _ in range(3):
+        run.cluster.hang(run.source, "dovecot")
+        time.sleep(2)
+        run.cluster.unhang(run.source, "dovecot")
+        time.sleep(8)
+    for service in ("imap", "smtp", "ldap"):
+        assert run.first(service, "CRITICAL", "HARD") is None, [(r.state, r.state_type) for r in run.results(service)]
+    assert not any(r.get("moved") for r in run.decisions()) and run.cluster.active_node() == run.source
+    assert not [m["subject"] for m in run.mails() if "PROBLEM" in m["subject"] or "TAKEOVER" in m["subject"]]
+    run.report("blips", blips=3)
+
+
+def test_a_hang_with_the_passive_node_down_is_refused_and_the_mail_says_why(campaign) -> None:
+    run = campaign("imap")
+    passive = run.passive
+    run.cluster.kill_node(passive)
+    lab_icinga.wait(f"{passive} offline", lambda: (n := run.cluster.status().node(passive)) and not n.online, 60)
+    try:
+        run.fault(lambda: run.cluster.hang(run.source, "dovecot"))
+        hard = assert_soft_then_hard(run, "imap")
+        refused = lab_icinga.wait("the refusal", lambda: next(
+            (r for r in run.decisions() if r["event"]["service"] == "imap" and r["event"]["state_type"] == "HARD"
+             and r["event"]["state"] == "CRITICAL"), None), 60)
+        assert refused["decision"] == "refuse" and refused["reason"] == f"passive node {passive} is offline"
+        problem, takeover = assert_problem_then_decision(run, "imap", CLUSTER_HOST, "REFUSED",
+                                                         f"passive node {passive} is offline")
+        assert takeover["subject"].endswith(f"group stays on {run.source}")
+        assert f"fix imap on {run.source} by hand" in takeover["body"]
+        assert run.cluster.active_node() == run.source
+        run.report("passive-down-then-hang", hard=hard)
+    finally:
+        run.cluster.unhang(run.source, "dovecot")
+
+
+def test_a_cut_interconnect_warns_and_heals_without_a_move(campaign) -> None:
+    run = campaign("imap")
+    run.fault(run.cluster.cut_interconnect)
+    try:
+        warned = {node: lab_icinga.wait(f"heartbeat on {node} HARD WARNING", lambda node=node: run.first(
+            "heartbeat", "WARNING", "HARD", node), 60) for node in lab.NODES}
+        for node in lab.NODES:
+            mail = run.mail(f"PROBLEM: heartbeat on {node} is WARNING")
+            assert f"Next:            Look at heartbeat on {node} in working hours." in mail["body"], mail["body"]
+    finally:
+        run.cluster.heal_interconnect()
+    healed_at = time.time()
+    for node in lab.NODES:
+        mail = run.mail(f"RECOVERY: heartbeat on {node} is OK")
+        assert "Next:            Nothing to do." in mail["body"], mail["body"]
+    assert not run.decisions() and run.cluster.active_node() == run.source
+    assert not run.client.failed_since(run.fault_at)
+    run.report("interconnect-cut", hard={n: round(r.epoch - run.fault_at, 1) for n, r in warned.items()},
+               healed=healed_at)
+
+
+def test_hung_nginx_is_told_and_not_moved(campaign) -> None:
+    run = campaign("freebusy")
+    run.fault(lambda: run.cluster.hang(run.source, "nginx"))
+    try:
+        hard = assert_soft_then_hard(run, "freebusy")
+        mail = run.mail(f"PROBLEM: freebusy on {CLUSTER_HOST} is CRITICAL")
+        assert "Decision:" not in mail["body"]  # free/busy is not failover-relevant here: nothing to decide
+        assert f"Next:            Check freebusy on {run.source}." in mail["body"], mail["body"]
+        assert not any(r.get("moved") for r in run.decisions()) and run.cluster.active_node() == run.source
+        assert run.client.failed_since(run.fault_at)
+    finally:
+        run.cluster.unhang(run.source, "nginx")
+    run.wait_back("freebusy")
+    run.mail(f"RECOVERY: freebusy on {CLUSTER_HOST} is OK")
+    run.report("hung-nginx", hard=hard)
