@@ -113,6 +113,29 @@ def test_a_late_event_of_the_fault_that_was_moved_away_from_is_no_refusal(world)
     assert records(world)[-1]["decision"] == "nothing" and world["moves"].read_text() == "node1->node2\n"
 
 
+def test_decisions_on_a_problem_are_told_and_nothing_else(world, tmp_path: Path) -> None:
+    told = tmp_path / "told.jsonl"
+    script = (f"import json, sys; open({str(told)!r}, 'a').write(json.dumps([sys.argv[1:], "
+              "json.load(sys.stdin)]) + '\\n')")
+    with world["config"].open("a") as config:
+        config.write(f"[notify]\ncommand = {json.dumps([PY, '-c', script, '--to', 'oncall@example.org'])}\n")
+    soft = [a if a != "HARD" else "SOFT" for a in HARD]
+    assert takeover(world, *soft).returncode == 1                    # WAIT: not news
+    assert takeover(world, "--dry-run", *HARD).returncode == 0      # a dry run changes nothing: not news
+    assert not told.exists()
+    assert takeover(world, *HARD, "--changed", "1796000000").returncode == 0  # moved: told
+    assert takeover(world, *HARD).returncode == 0  # the same fault reported late, passes on node2: not news
+    world["fault"].write_text("node2")
+    assert takeover(world, *HARD).returncode == 1  # cool-down, and node2 fails too: told
+    calls = [json.loads(line) for line in told.read_text().splitlines()]
+    assert [record["decision"] for _, record in calls] == ["act", "refuse"]
+    argv, record = calls[0]
+    assert argv == ["--to", "oncall@example.org", "--type", "TAKEOVER", "--host", "kolab-cluster", "--service",
+                    "imap", "--state", "CRITICAL", "--record", "-", "-t", "28"]
+    assert record["moved"] and record["event"]["changed"] == "1796000000" and record == records(world)[2]
+    assert "cool-down" in calls[1][1]["reason"]
+
+
 def test_ten_concurrent_calls_move_exactly_once(world) -> None:
     with ThreadPoolExecutor(10) as pool:
         results = list(pool.map(lambda _: takeover(world, *HARD), range(10)))
