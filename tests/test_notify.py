@@ -371,7 +371,8 @@ def test_a_recovery_before_the_decision_is_written_waits_for_it(tmp_path: Path) 
     now = time.time()
     soft = decided(now - 20, "150", "nothing", moved=False) | {"decision": "wait", "reason": "SOFT 2/3"}
     soft["event"]["state_type"] = "SOFT"
-    log = write_audit(tmp_path / "a", soft)
+    itself = decided(now - 1, "260", "nothing", moved=False, state="OK")  # the handler's record of this OK
+    log = write_audit(tmp_path / "a", soft, itself)
     recovery = event("--type", "RECOVERY", "--host", "kolab-cluster", "--service", "imap", "--state", "OK",
                      "--changed", "260")
     late = threading.Timer(1.0, lambda: audit.append(log, decided(now, "200", fenced=True)))

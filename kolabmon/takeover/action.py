@@ -24,6 +24,7 @@ from kolabmon.takeover.backends import MOVED, Backend, BackendError, make
 from kolabmon.takeover.config import Config, Probe
 
 LOCK_POLL = 0.5
+LOCK_ERROR_RETRY = 10.0  # a lock that cannot be taken (not: is held) is asked for again this long
 
 
 @dataclass(frozen=True)
@@ -109,8 +110,16 @@ def take_lock(backend: Backend, origin: str, deadline: float, wait_until: float)
     expires with our budget: a holder killed mid-move never blocks the next trigger for long."""
     waited = False
     until = time.time() + (deadline - time.monotonic())
+    failing_since: float | None = None
     while True:
-        holder = backend.acquire(origin, until)
+        try:
+            holder = backend.acquire(origin, until)
+        except BackendError:  # e.g. the node it asked is being fenced right now: ask again, briefly
+            failing_since = failing_since or time.monotonic()
+            if time.monotonic() - failing_since >= LOCK_ERROR_RETRY or time.monotonic() >= wait_until:
+                raise
+            time.sleep(LOCK_POLL)
+            continue
         if holder is None or time.monotonic() >= wait_until:
             return holder, waited
         waited = True

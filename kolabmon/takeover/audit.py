@@ -166,10 +166,11 @@ def problem_before(records: list[Record], host: str, service: str, changed: str)
 
 def deciding(records: list[Record], host: str, service: str) -> bool:
     """Is a decision on this service's HARD problem still being made? Its SOFT attempts are on record
-    (waited out at once) and nothing after them: the HARD event's record comes when the takeover ends."""
+    (waited out at once) and no problem record after them: the HARD event's record comes when the
+    takeover ends, after the record of the recovery that the move itself brought about."""
     for record in reversed(_real(records)):
         event = _about(record, host, service)
-        if event is not None:
+        if event is not None and event.get("state") != "OK":
             return record.get("decision") == "wait" and event.get("state") == "CRITICAL"
     return False
 

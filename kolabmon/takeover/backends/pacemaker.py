@@ -165,6 +165,7 @@ class PacemakerBackend:
                 self.held = value
                 return None
             if code != CIB_EXISTS and "file exists" not in (out + err).lower():  # the CIB refused the write itself
+                self.where = None  # the node asked may be going down: the next call reads the cluster afresh
                 raise BackendError(f"cibadmin refused the lock: {err.strip() or f'exit {code}'}")
             current = self.crm_config().get(LOCK_HOLDER)
             if current is None:  # released between the two calls: try once more
