@@ -237,3 +237,27 @@ def test_every_path_ends_before_the_eventcommands_timeout(world) -> None:
     # a timeout that cannot hold one takeover (5 + 0 + 10 + 2 x 5 = 25 s, + 10 s) is refused up front
     short = takeover(world, *HARD, "--timeout", "30")
     assert short.returncode == 3 and "cannot hold one takeover" in short.stdout, short.stdout
+
+
+def test_a_lock_that_cannot_be_taken_for_a_moment_is_asked_for_again(monkeypatch) -> None:
+    from kolabmon.takeover import action
+    from kolabmon.takeover.backends import BackendError
+
+    class Flaky:  # the CIB write fails while the node asked is being fenced, then works
+        def __init__(self, failures: int) -> None:
+            self.failures, self.calls = failures, 0
+
+        def acquire(self, origin: str, until: float) -> str | None:
+            self.calls += 1
+            if self.calls <= self.failures:
+                raise BackendError("cibadmin refused the lock: nsenter: cannot open /proc/1/ns/mnt")
+            return None
+
+    monkeypatch.setattr(action, "LOCK_POLL", 0.01)
+    now = time.monotonic()
+    flaky = Flaky(3)
+    assert action.take_lock(flaky, "icinga on monitor", now + 60, now + 30) == (None, False)  # type: ignore[arg-type]
+    assert flaky.calls == 4
+    monkeypatch.setattr(action, "LOCK_ERROR_RETRY", 0.1)
+    with pytest.raises(BackendError, match="cannot open"):  # a lasting failure is refused, briefly after
+        action.take_lock(Flaky(10**6), "icinga on monitor", now + 60, now + 30)  # type: ignore[arg-type]
