@@ -7,6 +7,7 @@ Debian 12) and 3.0 (2.38, Debian 13) differ only in details this parser does not
 
 from __future__ import annotations
 
+import datetime
 import shlex
 import subprocess
 import xml.etree.ElementTree as ET
@@ -178,6 +179,15 @@ def run(prefix: str, node: str | None, argv: Sequence[str], timeout: float) -> s
         raise ToolError(f"{command[0]} is not executable") from None
     except subprocess.TimeoutExpired:
         raise TimeoutError(f"{argv[0]} did not answer") from None
+
+
+def fence_completed(event: dict[str, str]) -> float | None:
+    """When a fence_event completed (epoch), from its `completed`: "2026-11-30 16:43:58Z", with the local
+    offset ("+01:00") where that is not UTC, and microseconds on later releases; None without one."""
+    try:
+        return datetime.datetime.fromisoformat(event.get("completed", "")).timestamp()
+    except ValueError:
+        return None
 
 
 def local_node(timeout: float) -> str:

@@ -21,9 +21,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from kolabmon import pacemaker  # noqa: E402
 from lab import cluster as lab  # noqa: E402
 from lab import icinga as lab_icinga  # noqa: E402
-from lab import pcmk, release, servers, timeline, watcher  # noqa: E402
+from lab import release, servers, timeline, watcher  # noqa: E402
 
 BIN = ROOT / ".venv" / "bin"
 SVG = ROOT / "var" / "failover-timeline.svg"
@@ -258,7 +259,7 @@ def fence_time(cluster: lab.Cluster, node: str) -> float | None:
         return None
     for event in status.fence_events:
         if event.get("target") == node and event.get("status") == "success":
-            return pcmk.fence_completed(event)
+            return pacemaker.fence_completed(event)
     return None
 
 

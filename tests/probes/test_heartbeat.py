@@ -138,3 +138,17 @@ def test_link_state() -> None:
     assert (up, total) == (1, 2) and found == [(1, "link 0 to node2 down (1 of 2 up)")]
     both_down = one_down.replace("node2.link1.connected (u8) = 1", "node2.link1.connected (u8) = 0")
     assert heartbeat.link_state(both_down, crm_mon.CMAP)[2] == [(2, "all links to node2 down")]
+
+
+@pytest.mark.parametrize("completed", [
+    "2026-11-25 19:50:12Z",            # Pacemaker 2.1, UTC
+    "2026-11-25 19:50:12.088147Z",     # later releases add microseconds
+    "2026-11-25 20:50:12+01:00",       # a node whose local time is not UTC
+])
+def test_fence_completed_reads_every_release(completed) -> None:
+    assert pacemaker.fence_completed({"completed": completed}) == pytest.approx(1795636212, abs=0.1)
+
+
+@pytest.mark.parametrize("event", [{}, {"completed": ""}, {"completed": "Wed Nov 25 19:50:12 2026"}])
+def test_fence_completed_without_a_time_is_none(event) -> None:
+    assert pacemaker.fence_completed(event) is None
