@@ -33,9 +33,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from kolabmon import pacemaker  # noqa: E402
 from kolabmon.takeover import audit  # noqa: E402
 from lab import cluster as lab  # noqa: E402
-from lab import pcmk, release, servers, takeover_config, watcher  # noqa: E402
+from lab import release, servers, takeover_config, watcher  # noqa: E402
 
 BIN = ROOT / ".venv" / "bin"
 SETUPS = ("watcher", "icinga", "pacemaker")
@@ -101,7 +102,7 @@ class Client(threading.Thread):
 def fences(cluster: lab.Cluster, since: float) -> int:
     """Successful fencing completed since the epoch `since` (crm_mon's history, UTC to the second)."""
     return sum(1 for e in cluster.status().fence_events
-               if e.get("status") == "success" and (pcmk.fence_completed(e) or 0) >= int(since))
+               if e.get("status") == "success" and (pacemaker.fence_completed(e) or 0) >= int(since))
 
 
 def icinga(cluster: lab.Cluster, config: Path, fault: Fault, source: str, t0: float, interval: float,

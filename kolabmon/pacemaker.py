@@ -1,21 +1,25 @@
-"""Pacemaker/Corosync status as kolabmon reads it: `crm_mon --output-as=xml`, never its text.
+"""Pacemaker/Corosync status as kolabmon reads it: `crm_mon --output-as=xml`, never its text; the
+per-node command prefix, and the one description of a node that prefix cannot reach.
 
-Shared by check_kolab_heartbeat and the takeover backend. Pacemaker 2.1 (api-version 2.25,
-Debian 12) and 3.0 (2.38, Debian 13) differ only in details this parser does not depend on
-(`<pacemakerd>` folded into `<stack>`, `rc_text` case); what differs is handled here, once.
+Shared by check_kolab_heartbeat, check_kolab_storage and the takeover backend. Pacemaker 2.1
+(api-version 2.25, Debian 12) and 3.0 (2.38, Debian 13) differ only in details this parser does not
+depend on (`<pacemakerd>` folded into `<stack>`, `rc_text` case); what differs is handled here, once.
 """
 
 from __future__ import annotations
 
+import datetime
 import shlex
 import subprocess
+import time
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 CRM_MON = ["crm_mon", "-1", "--output-as=xml",
            "--include=summary,options,nodes,resources,failures,failcounts,bans,fencing,attributes"]
 NOT_CONNECTED = {102, 107}  # crm_mon: "Not connected" / cluster stack down → CRITICAL, not UNKNOWN
+PREFIX_FAILED = 255  # ssh, and lab/on, exit 255 when they cannot reach the node (down, fenced, no route)
 
 
 class ToolError(Exception):
@@ -24,6 +28,14 @@ class ToolError(Exception):
 
 class StackDown(Exception):
     """The cluster stack is not running or refuses the connection (CRITICAL)."""
+
+
+class Unreachable(StackDown):
+    """The command prefix cannot reach the node (CRITICAL; `unreachable()` adds what its peers know)."""
+
+    def __init__(self, node: str, said: str) -> None:
+        super().__init__(f"{node} unreachable ({said})")
+        self.node, self.said = node, said
 
 
 @dataclass
@@ -180,6 +192,15 @@ def run(prefix: str, node: str | None, argv: Sequence[str], timeout: float) -> s
         raise TimeoutError(f"{argv[0]} did not answer") from None
 
 
+def fence_completed(event: dict[str, str]) -> float | None:
+    """When a fence_event completed (epoch), from its `completed`: "2026-11-30 16:43:58Z", with the local
+    offset ("+01:00") where that is not UTC, and microseconds on later releases; None without one."""
+    try:
+        return datetime.datetime.fromisoformat(event.get("completed", "")).timestamp()
+    except ValueError:
+        return None
+
+
 def local_node(timeout: float) -> str:
     """This machine's cluster node name (`crm_node -n`); ToolError with the reason if it has none."""
     try:
@@ -192,11 +213,18 @@ def local_node(timeout: float) -> str:
     return name
 
 
+def reached(prefix: str, node: str | None, proc: subprocess.CompletedProcess[str]) -> None:
+    """Unreachable when the prefix failed itself (exit 255, nothing on stdout), not the command it ran:
+    with the last line it wrote on stderr."""
+    if prefix and proc.returncode == PREFIX_FAILED and not proc.stdout.strip():
+        raise Unreachable(node or "the node", (proc.stderr.strip().splitlines() or ["no answer"])[-1])
+
+
 def status(prefix: str, node: str | None, timeout: float) -> Status:
-    """crm_mon on that node, parsed; StackDown if the stack is not running there."""
+    """crm_mon on that node, parsed; StackDown if the stack is not running there, Unreachable if the
+    prefix cannot reach it."""
     proc = run(prefix, node, CRM_MON, timeout)
-    if proc.returncode == 255 and prefix and not proc.stdout.strip():  # the prefix itself failed (ssh, lab/on)
-        raise StackDown(f"cannot reach {node}: {(proc.stderr.strip().splitlines() or ['no answer'])[-1]}")
+    reached(prefix, node, proc)
     if proc.returncode == 127 and not proc.stdout.strip():
         raise ToolError("crm_mon not found")
     if not proc.stdout.strip():
@@ -208,3 +236,45 @@ def status(prefix: str, node: str | None, timeout: float) -> Status:
         if proc.returncode in NOT_CONNECTED:
             raise StackDown(f"cluster stack not running ({proc.returncode})") from None
         raise ToolError(str(exc)) from None
+
+
+# --- a node the prefix cannot reach: what its peers know -------------------------------------
+
+
+def fenced(view: Status, node: str) -> str | None:
+    """`node1 fenced by the takeover at 19:50:12`: the last completed fence (reboot or off) of `node` in
+    that crm_mon's fence history; by the takeover when kolabmon asked for it (`stonith_admin --fence`),
+    else by Pacemaker. Local time, with the date when it is more than a day old."""
+    done = [(when, event) for event in view.fence_events
+            if event.get("target") == node and event.get("status") == "success"
+            and event.get("action") in ("reboot", "off") and (when := fence_completed(event)) is not None]
+    if not done:
+        return None
+    when, event = max(done, key=lambda pair: pair[0])
+    by = "the takeover" if event.get("client", "").startswith("stonith_admin") else "Pacemaker"
+    shown = time.strftime("%H:%M:%S" if time.time() - when < 86400 else "%Y-%m-%d %H:%M:%S", time.localtime(when))
+    return f"{node} fenced by {by} at {shown}"
+
+
+def unreachable(exc: Unreachable, prefix: str, peers: Sequence[str], timeout: Callable[[], float]) -> str:
+    """The one description of a node that its command prefix cannot reach, for every node-local check:
+    `node1 unreachable (what the prefix said)`, then what the first peer whose crm_mon answers (through
+    the same prefix, within `timeout()` seconds) knows of it: that it was fenced, or how it sees it.
+    A peer that cannot be asked adds nothing."""
+    node, text = exc.node, str(exc)
+    for peer in peers:
+        if peer == node:
+            continue
+        try:
+            view = status(prefix, peer, timeout())
+        except (StackDown, ToolError, TimeoutError, OSError):
+            continue
+        seen = view.node(node)
+        if seen is None:
+            return text
+        if seen.unclean:
+            return f"{text}; {peer} says {node} is unclean (fencing pending or failed)"
+        if seen.online:
+            return f"{text}; {peer} says {node} is online"
+        return f"{text}; {fenced(view, node) or f'{peer} says {node} is offline'}"
+    return text

@@ -232,6 +232,15 @@ class Cluster:
                                f" [{pcmk.pcmk_tail()}]")
             time.sleep(0.3)
 
+    def fenced_at(self, node: str) -> float | None:
+        """When the cluster last fenced ``node`` successfully (epoch), from crm_mon's fence history."""
+        try:
+            events = self.status().fence_events
+        except LabError:
+            return None
+        return max((pacemaker.fence_completed(e) or 0.0 for e in events
+                    if e.get("target") == node and e.get("status") == "success"), default=0.0) or None
+
     # -- nodes -----------------------------------------------------------------------------------
 
     def restore(self, node: str, timeout: float = 60.0) -> float:

@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from lab import cluster as lab  # noqa: E402
 from lab import icinga as lab_icinga  # noqa: E402
-from lab import pcmk, release, servers, takeover_config, timeline, watcher  # noqa: E402
+from lab import release, servers, takeover_config, timeline, watcher  # noqa: E402
 from lab.client_watch import ClientWatch, imap_login  # noqa: E402
 
 BIN = ROOT / ".venv" / "bin"
@@ -148,7 +148,7 @@ def report(
     verified = moved_at + durations.get("verify", 0)
     ok_again = next((r.epoch for r in imap if hard and r.epoch > hard and r.state == "OK"), None)
     mails = [m for m in sorted(icinga.oncall_mail(), key=lambda m: m["epoch"]) if m["epoch"] >= fault_at - 1]
-    fenced = fence_time(cluster, source)
+    fenced = cluster.fenced_at(source)
     who = moved["origin"]
     events = [
         (fault_at, f"fault injected: Dovecot hangs on {source}"),
@@ -211,17 +211,6 @@ def report(
         origin=-start,
     )
     print(f"\nTimeline picture: {SVG}")
-
-
-def fence_time(cluster: lab.Cluster, node: str) -> float | None:
-    try:
-        status = cluster.status()
-    except servers.LabError:
-        return None
-    for event in status.fence_events:
-        if event.get("target") == node and event.get("status") == "success":
-            return pcmk.fence_completed(event)
-    return None
 
 
 def main() -> int:

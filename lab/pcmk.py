@@ -21,7 +21,6 @@ the attribute disappears when the node restarts or is fenced.
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import shutil
 import xml.etree.ElementTree as ET
@@ -266,14 +265,6 @@ def make_node_dirs(cib: Path) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # reading crm_mon (kolabmon's reader; the lab adds only what it waits for)
-
-
-def fence_completed(event: dict[str, str]) -> float | None:
-    """When a crm_mon fence_event completed (epoch), from its `completed` ("2026-11-30 16:43:58Z")."""
-    try:
-        return dt.datetime.fromisoformat(event.get("completed", "").replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 def read_status(xml: str) -> pacemaker.Status:

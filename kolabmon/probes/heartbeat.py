@@ -52,6 +52,10 @@ class PacemakerHeartbeat:
             status = pacemaker.status(args.command_prefix, args.hostname, clock.for_child())
         except pacemaker.ToolError as exc:
             raise runtime.PluginError(str(exc), runtime.UNKNOWN) from None
+        except pacemaker.Unreachable as exc:
+            clock.enter(f"asking the peers about {exc.node}")
+            raise runtime.PluginError(pacemaker.unreachable(exc, args.command_prefix, args.peers, clock.for_child)
+                                      ) from None
         except pacemaker.StackDown as exc:
             raise runtime.PluginError(str(exc)) from None
         findings = assess(status, args.group, args.nodes)
@@ -266,9 +270,8 @@ def make_parser() -> runtime.Parser:
     p.add_argument("--source", default="pacemaker", metavar="pacemaker|file:PATH",
                    help="pacemaker (default) or file:PATH, a timestamp the peer writes; with file, -w/-c are "
                         "on its age in seconds")
-    p.add_argument("--command-prefix", default="", metavar="PREFIX",
-                   help="run the cluster tools through this, {node} = -H: '' (local, the default), "
-                        "'ssh -o BatchMode=yes {node}', 'lab/on {node}'")
+    runtime.add_node_access(p, "run the cluster tools through this, {node} = -H: '' (local, the default), "
+                               "'ssh -o BatchMode=yes {node}', 'lab/on {node}'")
     p.add_argument("--group", default="kolab", help="the Kolab resource group (default kolab)")
     p.add_argument("--nodes", type=int, default=2, help="nodes the cluster must have (default 2)")
     return p
@@ -277,8 +280,7 @@ def make_parser() -> runtime.Parser:
 def validate(args: argparse.Namespace) -> None:
     if args.source != "pacemaker" and not (args.source.startswith("file:") and len(args.source) > len("file:")):
         raise runtime.UsageError(f"invalid --source {args.source!r} (pacemaker or file:PATH)")
-    if args.command_prefix and "{node}" in args.command_prefix and not args.hostname:
-        raise runtime.UsageError("--command-prefix uses {node}: give the node with -H")
+    runtime.node_access(args)
 
 
 def build(args: argparse.Namespace, clock: runtime.Clock) -> nagiosplugin.Check:

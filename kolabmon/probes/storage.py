@@ -9,12 +9,18 @@ On the passive node (`--expect unmounted`) the storage must not be mounted: ther
 A dead NFS/iSCSI mount blocks every process that touches it in the kernel, where no signal reaches it.
 So every call that may touch the storage (realpath, statvfs, the write round trip) runs in a separate
 process; at the deadline the check kills it, does not wait for it, and reports the hang.
+
+With `--command-prefix` (a monitoring host without an agent on the node) the check runs itself on the
+node -H names through that prefix and passes its line and exit code on; when the prefix cannot reach
+the node, the line is the heartbeat's (`pacemaker.unreachable`): `node1 unreachable (...); node1 fenced
+by the takeover at 19:50:12`.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Iterator, Sequence
 
 from kolabmon import runtime
@@ -28,7 +34,6 @@ if TYPE_CHECKING:
 SERVICE = "STORAGE"
 MOUNTINFO = "/proc/self/mountinfo"  # this process's mount namespace, as the services on this node see it
 PROBE_PREFIX = ".kolabmon-probe-"
-
 
 
 # --- acquire -------------------------------------------------------------------------------
@@ -268,6 +273,48 @@ def _io_error(path: str, failed: dict[str, object], space: tuple[float | None, i
     return runtime.PluginError(f"{path}: {words} while {failed['step']}" + "".join(f", {r}" for r in room))
 
 
+def relay(args: argparse.Namespace, argv: Sequence[str], clock: runtime.Clock) -> runtime.Outcome | None:
+    """With --command-prefix: this executable, run on the node through the prefix with the same options
+    (less the prefix), its line and exit code as they are. None without a prefix: the check runs here."""
+    if not args.command_prefix:
+        return None
+    from kolabmon import pacemaker
+
+    clock.enter(f"running the check on {args.hostname}")
+    wait = clock.for_child()
+    # the node's check ends first, so that it reports a hang in its own words before this side gives up
+    remote = [os.path.abspath(sys.argv[0]), *without_prefix(argv),
+              "-t", f"{max(wait - runtime.RELAY_MARGIN, runtime.SHORTEST_WAIT):.2f}"]
+    try:
+        proc = pacemaker.run(args.command_prefix, args.hostname, remote, wait)
+        pacemaker.reached(args.command_prefix, args.hostname, proc)
+    except pacemaker.ToolError as exc:
+        raise runtime.PluginError(str(exc), runtime.UNKNOWN) from None
+    except pacemaker.Unreachable as exc:
+        clock.enter(f"asking the peers about {exc.node}")
+        raise runtime.PluginError(pacemaker.unreachable(exc, args.command_prefix, args.peers, clock.for_child)
+                                  ) from None
+    if proc.returncode not in (runtime.OK, runtime.WARNING, runtime.CRITICAL, runtime.UNKNOWN) \
+            or not proc.stdout.strip():
+        said = (proc.stderr.strip().splitlines() or ["nothing on stderr"])[-1]
+        raise runtime.PluginError(f"the check on {args.hostname} exited {proc.returncode} without a status "
+                                  f"line: {said}", runtime.UNKNOWN)
+    return runtime.Outcome(proc.returncode, proc.stdout.rstrip("\n"))
+
+
+def without_prefix(argv: Sequence[str]) -> list[str]:
+    """argv less --command-prefix as argparse reads it (`--command-prefix X`, `=X`, or abbreviated)."""
+    kept, words = [], iter(argv)
+    for word in words:
+        option, equals, _ = word.partition("=")
+        if len(option) > 2 and "--command-prefix".startswith(option):
+            if not equals:
+                next(words, None)
+            continue
+        kept.append(word)
+    return kept
+
+
 # --- evaluate ------------------------------------------------------------------------------
 
 
@@ -322,7 +369,8 @@ def make_parser() -> runtime.Parser:
     p = runtime.parser(SERVICE, "Check the shared storage as this cluster node sees it: mounted (or not, on "
                                 "the passive node), the right type, read-write, a write that reaches the "
                                 "disk, free space and inodes. A hung storage is CRITICAL within --timeout.",
-                       hostname="not used: the check looks at the node it runs on", port=runtime.HIDDEN,
+                       hostname="the node: the {node} of --command-prefix (without a prefix the check looks "
+                                "at the node it runs on)", port=runtime.HIDDEN,
                        warning="warning range for the free space in percent (20: = below 20%%)",
                        critical="critical range for the free space in percent (10: = below 10%%)")
     p.add_argument("--path", type=absolute_path, help="mount point of the shared storage (required)")
@@ -334,6 +382,8 @@ def make_parser() -> runtime.Parser:
                    help="warning range for the free inodes in percent")
     p.add_argument("--inodes-critical", type=runtime.nagios_range, metavar="RANGE",
                    help="critical range for the free inodes in percent")
+    runtime.add_node_access(p, "run this check on the node through this, {node} = -H: '' (here, the default), "
+                               "'ssh -o BatchMode=yes {node}', 'lab/on {node}'")
     return p
 
 
@@ -342,7 +392,7 @@ def build(args: argparse.Namespace, clock: runtime.Clock, mountinfo: str = MOUNT
     return runtime.check(probe, contexts(args), present(probe))  # type: ignore[arg-type]
 
 
-PLUGIN = runtime.Plugin(SERVICE, build, make_parser, required=("path",))
+PLUGIN = runtime.Plugin(SERVICE, build, make_parser, required=("path",), validate=runtime.node_access, relay=relay)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

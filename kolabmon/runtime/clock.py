@@ -13,6 +13,7 @@ WATCHDOG_GRACE = 0.3  # the watchdog prints its line this long before --timeout,
 CHILD_KILL_MARGIN = 0.2  # a child process is killed this long before the watchdog fires: it never outlives us
 HANG_MARGIN = 0.5  # a hang is reported in the plugin's own words this long before --timeout, ahead of the watchdog
 TOOL_TIMEOUT_MARGIN = 0.5  # a tool's own timeout (crmadmin -t) ends this long before we kill it: it says why
+RELAY_MARGIN = 1.0  # a check run on its node through a command prefix ends this long before we stop: ssh's start-up
 GOODBYE_MARGIN = 0.5  # LOGOUT/QUIT stop this long before --timeout: the result is known, only the goodbye is left
 GOODBYE_LIMIT = 1.0  # and they take at most this long: a slow goodbye is not the service's problem
 REPORT_SHARE = 0.1  # polling stops this share of --timeout early (HANG_MARGIN to half of it), to report in time

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 
@@ -87,15 +88,19 @@ class Plugin:
 
     `validate(args)` checks options against each other (UsageError → one UNKNOWN line, before any
     library is imported). When `logs_in(args)` is true the password is looked up once, kept in
-    `args.password` for `build`, and redacted from everything printed.
+    `args.password` for `build`, and redacted from everything printed. `relay(args, argv, clock)`
+    may run the executable elsewhere instead (the storage check on its node, through
+    --command-prefix) and return that run's Outcome; None runs the check here. In-process runs
+    always run here.
     """
 
     def __init__(self, service: str, build: Callable[[argparse.Namespace, Clock], nagiosplugin.Check],
                  make_parser: Callable[[], Parser], *, required: Sequence[str] = ("hostname",),
                  logs_in: Callable[[argparse.Namespace], bool] = lambda args: False,
-                 validate: Callable[[argparse.Namespace], None] | None = None) -> None:
+                 validate: Callable[[argparse.Namespace], None] | None = None,
+                 relay: Callable[[argparse.Namespace, Sequence[str], Clock], Outcome | None] | None = None) -> None:
         self.service, self.build, self.make_parser = service, build, make_parser
-        self.required, self.logs_in, self.validate = required, logs_in, validate
+        self.required, self.logs_in, self.validate, self.relay = required, logs_in, validate, relay
 
     def settle(self, args: argparse.Namespace) -> None:
         readable_ca(args)
@@ -105,14 +110,20 @@ class Plugin:
 
     def main(self, argv: Sequence[str] | None = None) -> int:
         clock = Clock()
+        argv = sys.argv[1:] if argv is None else argv
         args = command_line(self.make_parser(), argv, self.required, self.settle)
         if isinstance(args, int):
             return args
         clock.timeout = args.timeout
         secrets = [args.password] if args.password else []
-        return execute(self.service, clock, args.timeout_state, secrets,
-                       lambda: run(self.service, self.build(args, clock), clock, timeout_state=args.timeout_state,
-                                   verbose=args.verbose, secrets=secrets))
+
+        def work() -> Outcome:
+            relayed = self.relay(args, argv, clock) if self.relay else None
+            if relayed is not None:
+                return relayed
+            return run(self.service, self.build(args, clock), clock, timeout_state=args.timeout_state,
+                       verbose=args.verbose, secrets=secrets)
+        return execute(self.service, clock, args.timeout_state, secrets, work)
 
     def prepare(self, argv: Sequence[str]) -> argparse.Namespace:
         """The options for in-process runs, checked once; UsageError in one line."""

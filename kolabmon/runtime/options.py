@@ -164,6 +164,26 @@ def add_tls(p: Parser, *, tls: str = "implicit TLS from the first byte",
                    help="CRITICAL when the certificate expires within DAYS (default 7)")
 
 
+def node_list(text: str) -> list[str]:
+    """`node2` or `node2,node3` (empty: none)."""
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def add_node_access(p: Parser, prefix: str) -> None:
+    """The node-local checks' way in from elsewhere: --command-prefix (help in the plugin's words) and
+    --peers, the nodes asked about -H when the prefix cannot reach it (pacemaker.unreachable)."""
+    p.add_argument("--command-prefix", default="", metavar="PREFIX", help=prefix)
+    p.add_argument("--peers", type=node_list, default=[], metavar="NODE[,NODE]",
+                   help="the cluster's other nodes: when the prefix cannot reach -H, their crm_mon (through the "
+                        "prefix) says whether it was fenced")
+
+
+def node_access(args: argparse.Namespace) -> None:
+    """A command prefix needs the node it reaches (UsageError)."""
+    if args.command_prefix and not args.hostname:
+        raise UsageError("--command-prefix: give the node with -H")
+
+
 def parse(p: Parser, argv: Sequence[str] | None,
           required: Sequence[str] = ("hostname",)) -> argparse.Namespace:
     """Parse argv; raise UsageError for anything wrong. -h/-V are answered by `command_line()`."""

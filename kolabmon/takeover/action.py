@@ -69,18 +69,22 @@ def found_beside(words: tuple[str, ...]) -> list[str]:
 
 def run_probe(config: Config, probe: Probe, active: str | None, timeout: float) -> tuple[int, str]:
     """Run a check; (exit code, its first line). Bare names are found beside this executable."""
-    argv = found_beside(probe.argv)
-    if probe.on_active_node and active:
-        from kolabmon import pacemaker
+    from kolabmon import pacemaker
 
-        argv = pacemaker.node_command(config.nodes[active], active, argv)
+    argv = found_beside(probe.argv)
+    prefix = config.nodes[active] if probe.on_active_node and active else ""
+    if prefix:
+        argv = pacemaker.node_command(prefix, active, argv)
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
                               errors="replace")
+        pacemaker.reached(prefix, active, proc)
     except FileNotFoundError:
         return runtime.UNKNOWN, f"{argv[0]} not found"
     except subprocess.TimeoutExpired:
         return runtime.CRITICAL, f"no answer within {timeout:g} s"
+    except pacemaker.Unreachable as exc:  # the check did not run: it says nothing about the service
+        return runtime.UNKNOWN, str(exc)
     first = (proc.stdout.strip().splitlines() or [f"exit {proc.returncode}"])[0]
     return proc.returncode, first.split(" | ", 1)[0]  # the status line without its perfdata
 

@@ -244,11 +244,7 @@ def help_options(executable: str) -> dict[str, bool]:
 def test_every_executable_has_a_command_whose_arguments_it_prints_in_help(shipped: Validation,
                                                                           executable: str) -> None:
     command = command_of(shipped, executable)
-    if executable == "check_kolab_storage":  # the command prefix comes first, then the plugin
-        assert command["command"] == ["$kolab_storage_exec$"]
-        assert 'KolabmonBinDir + "/check_kolab_storage"' in (ICINGA / "commands.conf").read_text()
-    else:
-        assert command["command"] == [str(BIN / executable)]
+    assert command["command"] == [str(BIN / executable)]
     options = help_options(executable)
     for key, spec in command["arguments"].items():
         if not key.startswith("-"):
@@ -267,7 +263,7 @@ def long_name(executable: str, short: str) -> str:
 
 
 def test_check_arguments_are_named_like_the_itl(shipped: Validation) -> None:
-    """kolab_<plugin>_<option>: the host address is `address` (dns: `lookup`, heartbeat: `node`)."""
+    """kolab_<plugin>_<option>: the host address is `address` (dns: `lookup`, heartbeat and storage: `node`)."""
     for executable in (Path(f).name for f in EXECUTABLES if "check_kolab_" in f):
         plugin = executable.removeprefix("check_kolab_")
         for key, spec in command_of(shipped, executable)["arguments"].items():
@@ -275,7 +271,8 @@ def test_check_arguments_are_named_like_the_itl(shipped: Validation) -> None:
                 continue
             option = long_name(executable, key) if not key.startswith("--") else key
             name = option.lstrip("-").replace("-", "_")
-            name = {"hostname": {"dns": "lookup", "heartbeat": "node"}.get(plugin, "address")}.get(name, name)
+            host = {"dns": "lookup", "heartbeat": "node", "storage": "node"}.get(plugin, "address")
+            name = {"hostname": host}.get(name, name)
             wanted = f"$kolab_{plugin}_{name}$"
             actual = spec.get("value", spec.get("set_if")) if isinstance(spec, dict) else spec
             if isinstance(actual, str):
@@ -460,7 +457,21 @@ def test_the_active_node_needs_every_node_to_say_none() -> None:
                    ) == ["", "", "node2", False, 1, 0]
 
 
-def test_command_prefix_becomes_argv_without_a_shell() -> None:
-    assert console('[kolab_prefix_argv("ssh -o BatchMode=yes {node}", "node1"), kolab_prefix_argv("", "node1"), '
-                   'kolab_prefix_argv(null, "node1"), kolab_prefix_argv("lab/on  {node}", "node2")]') == [
-        ["ssh", "-o", "BatchMode=yes", "node1"], [], [], ["lab/on", "node2"]]
+def test_node_local_checks_take_the_node_its_prefix_and_its_peers_alike(shipped: Validation) -> None:
+    """Both run here and reach the node through its prefix themselves (no prefix in `command`); the
+    peers are the cluster host's other nodes (kolab_peers)."""
+    for plugin in ("heartbeat", "storage"):
+        command = shipped.of("CheckCommand")[f"kolab-{plugin}"]
+        assert command["command"] == [str(BIN / f"check_kolab_{plugin}")]
+        assert {option: command["arguments"][option]["value"] for option in ("-H", "--command-prefix", "--peers")} == {
+            "-H": f"$kolab_{plugin}_node$", "--command-prefix": f"$kolab_{plugin}_command_prefix$",
+            "--peers": f"$kolab_{plugin}_peers$"}
+        assert {name: command["vars"][f"kolab_{plugin}_{name}"] for name in ("node", "command_prefix", "peers")} == {
+            "node": "$kolab_node_name$", "command_prefix": "$kolab_command_prefix$", "peers": "$kolab_peers$"}
+    assert "kolab_peers" in shipped.of("Host")["kolab-b1"]["vars"]
+
+
+def test_peers_are_the_clusters_other_nodes() -> None:
+    assert console('[kolab_peers(["node1", "node2"], "node1"), kolab_peers(["node1", "node2"], "node2"), '
+                   'kolab_peers(["a", "b", "c"], "b"), kolab_peers(["node1"], "node1"), kolab_peers(null, "node1")]'
+                   ) == ["node2", "node1", "a,c", None, None]

@@ -22,7 +22,7 @@ import pytest
 
 from lab import cluster as lab
 from lab import icinga as lab_icinga
-from lab import pcmk, servers
+from lab import servers
 from lab.client_watch import BIN, ClientWatch, imap_login
 
 CLUSTER_HOST = "kolab-cluster"
@@ -88,7 +88,7 @@ class Run:
             "decisions": [{"at": at(r.get("finished")), "origin": r.get("origin"), "event": "{host}/{service} "
                            "{state_type} {state}".format(**r["event"]), "decision": r["decision"],
                            "reason": r["reason"]} for r in self.decisions() if r["event"].get("state") != "OK"],
-            "fence": at(fence_completed(self.cluster, self.source)) if moved and moved.get("fenced") else None,
+            "fence": at(self.cluster.fenced_at(self.source)) if moved and moved.get("fenced") else None,
             "mails": [{"at": at(m["epoch"]), "subject": m["subject"], "lines": essentials(m["body"])}
                       for m in self.mails()],
             **{key: at(value) if isinstance(value, float) else value for key, value in extra.items()},
@@ -103,15 +103,6 @@ def essentials(body: str) -> list[str]:
     """The lines on-call reads first: the check's line, the decision and the next step."""
     return [" ".join(line.split()) for line in body.splitlines()
             if line.startswith(("Check:", "Trigger:", "Decision:", "Next:"))]
-
-
-def fence_completed(cluster: lab.Cluster, node: str) -> float | None:
-    try:
-        events = cluster.status().fence_events
-    except servers.LabError:
-        return None
-    return max((pcmk.fence_completed(e) or 0 for e in events if e.get("target") == node
-                and e.get("status") == "success"), default=None) or None
 
 
 def client_check(service: str, secret: Path) -> list[str]:

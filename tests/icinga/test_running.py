@@ -2,9 +2,10 @@
 as root like the lab's, intervals shortened in a copy of the config so it takes seconds).
 
 What only a running Icinga proves: passwords reach the plugins in their environment and never
-on argv; the command prefix becomes the start of argv; the storage expectation follows the
-heartbeat line (not the host's static role); the event handler's macros (--flapping included)
-parse; the notification goes out with the active node read from the heartbeat checks."""
+on argv; the storage check gets the node's command prefix and its peers (the cluster's other
+nodes); the storage expectation follows the heartbeat line (not the host's static role); the
+event handler's macros (--flapping included) parse; the notification goes out with the active
+node read from the heartbeat checks."""
 
 from __future__ import annotations
 
@@ -107,7 +108,7 @@ object Host "{cluster}" {{
   check_command = "dummy"
   address = "127.0.0.1"
   vars.kolab_cluster = "{cluster}"
-  vars.kolab_nodes = [ "node1" ]
+  vars.kolab_nodes = [ "node1", "node2" ]   /* node2 has no host here: only node1's --peers name it */
   vars.kolab_imap_port = {dovecot.ports["imap"]}
   vars.kolab_imap_user = "{USER}"
   vars.kolab_imap_password = "{PASSWORD}"
@@ -211,8 +212,9 @@ def test_icinga_runs_the_shipped_commands_against_the_lab(tmp_path: Path, doveco
             return result and result[0] == "OK" and "as it should be on the passive node" in result[2]
         icinga.wait("storage OK as the passive node", storage_passive)
         run = re.findall(r"Running command (.*check_kolab_storage.*): PID", icinga.commands())[-1]
-        assert run.startswith(f"'env' 'KOLABMON_NODE=node1' '{BIN}/check_kolab_storage'"), run
-        assert "'--expect' 'unmounted'" in run
+        assert run.startswith(f"'{BIN}/check_kolab_storage'"), run  # it runs itself through the prefix
+        assert "'--command-prefix' 'env KOLABMON_NODE={node}'" in run and "'-H' 'node1'" in run, run
+        assert "'--peers' 'node2'" in run and "'--expect' 'unmounted'" in run, run
 
         # smtp refused: HARD CRITICAL → the takeover handler decides (and logs), the on-call gets mail
         results = icinga.wait("smtp HARD CRITICAL", lambda: icinga.results().get((cluster, "smtp"), [""])[:2]

@@ -9,8 +9,6 @@ Timings are printed (pytest -s shows them).
 
 from __future__ import annotations
 
-import contextlib
-import datetime as dt
 import subprocess
 import sys
 import time
@@ -24,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from kolabmon.pacemaker import Status  # noqa: E402
+from kolabmon.pacemaker import Status, fence_completed  # noqa: E402
 from lab import cluster as lab_cluster  # noqa: E402
 from lab import nodes, servers  # noqa: E402
 
@@ -226,13 +224,8 @@ def test_hung_dovecot_is_fenced_and_taken_over(cluster: lab_cluster.Cluster) -> 
 def fenced_since(status: Status, since: float) -> list[str]:
     """Fence events completed after `since` (a restored node syncs older history later, so counting
     all events would race with that sync)."""
-    found = []
-    for event in status.fence_events:
-        completed = event.get("completed", "").replace("Z", "+00:00")
-        with contextlib.suppress(ValueError):
-            if dt.datetime.fromisoformat(completed).timestamp() >= since - 1:
-                found.append(f"{event.get('action')} {event.get('target')} {completed}")
-    return found
+    return [f"{event.get('action')} {event.get('target')} {event.get('completed')}" for event in status.fence_events
+            if (fence_completed(event) or 0) >= since - 1]
 
 
 def test_cut_interconnect_falls_back_to_the_lan_link(cluster: lab_cluster.Cluster) -> None:

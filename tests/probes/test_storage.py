@@ -20,6 +20,7 @@ import pytest
 
 from kolabmon import runtime
 from kolabmon.probes import storage
+from tests.fakes import crm_mon
 from tests.helpers import BIN, assert_plugin_output, clean_env, run_plugin
 
 pytestmark = [
@@ -396,6 +397,72 @@ def test_sweep_removes_only_this_hosts_files_of_gone_processes(disk) -> None:
             (disk.mnt / name).unlink(missing_ok=True)
 
 
+# --- from elsewhere, through the node's command prefix ---------------------------------------------
+
+
+def test_through_a_working_prefix_the_line_is_the_one_on_the_node(disk, tmp_path) -> None:
+    prefix = crm_mon.install_prefix(tmp_path / "prefix", tmp_path / "no-tools")
+    for args in (["--path", disk.mnt, "--fstype", "xfs"], ["--path", tmp_path, "--expect", "unmounted"],
+                 ["--path", tmp_path, "-v"]):
+        here = check(*args)
+        there = check("-H", "node2", *args, "--command-prefix", prefix, "--peers", "node1")
+        assert_plugin_output(there.out, there.rc)
+        assert (there.rc, there.line) == (here.rc, here.line), (here.out, there.out)
+        assert there.out.count("\n") == here.out.count("\n"), there.out  # -v: the node's steps line too
+    ok = check("-H", "node2", "--path", disk.mnt, "--command-prefix", prefix)
+    assert ok.rc == 0 and ok.line.startswith(f"STORAGE OK - {disk.mnt}: ext4 on {disk.device} read-write"), ok.out
+
+
+def test_through_the_prefix_a_hang_is_reported_by_the_node(disk, tmp_path) -> None:
+    """The node's check gets less time than this side waits: the hang is its own line, CRITICAL."""
+    prefix = crm_mon.install_prefix(tmp_path / "prefix", tmp_path / "no-tools")
+    disk.freeze()
+    try:
+        run = check("-H", "node2", "--path", disk.mnt, "-t", "3", "--timeout-state", "UNKNOWN",
+                    "--command-prefix", prefix)
+        blocked = disk.blocked_processes()
+    finally:
+        disk.thaw()
+    assert_plugin_output(run.out, run.rc)
+    assert run.rc == 2 and run.line.startswith("STORAGE CRITICAL - storage I/O hung (while "), run.out
+    assert run.seconds < 3, run.seconds
+    assert wait_gone(blocked, 10) == []
+    assert check("--path", disk.mnt).rc == 0
+
+
+@pytest.mark.parametrize(("client", "by"), [("stonith_admin.3114", "the takeover"),
+                                            ("pacemaker-controld.1207", "Pacemaker")])
+def test_an_unreachable_node_is_described_as_the_heartbeat_does(tmp_path, client, by) -> None:
+    at = float(int(time.time()) - 60)
+    tools = crm_mon.install(tmp_path / "node2", crm_mon.fenced("node1", client, at))
+    prefix = crm_mon.install_prefix(tmp_path / "prefix", tools, "node1")
+    args = ("-H", "node1", "--command-prefix", prefix, "--peers", "node2")
+    storage_run = run_plugin("check_kolab_storage", *args, "--path", "/srv/kolab", TZ="CET-1")
+    heartbeat = run_plugin("check_kolab_heartbeat", *args, TZ="CET-1")
+    assert_plugin_output(storage_run.out, storage_run.rc)
+    fenced = time.strftime("%H:%M:%S", time.gmtime(at + 3600))
+    text = f"node1 unreachable (on: node1 is down (powered off or fenced)); node1 fenced by {by} at {fenced}"
+    assert (storage_run.rc, storage_run.out) == (2, f"STORAGE CRITICAL - {text}\n")
+    assert (heartbeat.rc, heartbeat.out) == (2, f"HEARTBEAT CRITICAL - {text}\n")
+
+
+@pytest.mark.parametrize(("prefix", "words"), [
+    ("false", (3, "STORAGE UNKNOWN - the check on node1 exited 1 without a status line: nothing on stderr")),
+    ("sh -c exit\\ 255", (2, "STORAGE CRITICAL - node1 unreachable (no answer)")),
+    ("no-such-prefix {node}", (3, "STORAGE UNKNOWN - no-such-prefix not found")),
+])
+def test_a_prefix_that_runs_no_check(prefix, words) -> None:
+    run = check("-H", "node1", "--path", "/srv/kolab", "--command-prefix", prefix, "--peers", "node2")
+    assert_plugin_output(run.out, run.rc)
+    assert (run.rc, run.line) == words, run.out
+
+
+def test_the_node_gets_every_option_but_the_prefix() -> None:
+    assert storage.without_prefix(["-H", "n1", "--command-prefix", "ssh {node}", "--path", "/srv", "--command-prefix=x",
+                                   "--command", "y", "--peers", "n2", "-t", "5"]) == [
+        "-H", "n1", "--path", "/srv", "--peers", "n2", "-t", "5"]
+
+
 # --- usage ---------------------------------------------------------------------------------------
 
 
@@ -406,6 +473,7 @@ def test_sweep_removes_only_this_hosts_files_of_gone_processes(disk) -> None:
     (["--fstype", "ext4"], "missing --path"),
     (["--path", "srv"], "not an absolute path 'srv'"),
     (["--path", "/srv", "-t", "0"], "invalid number of seconds"),
+    (["--path", "/srv", "--command-prefix", "ssh -o BatchMode=yes {node}"], "--command-prefix: give the node with -H"),
 ])
 def test_usage_errors_are_unknown(args, words) -> None:
     run = check(*args)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fakes import crm_mon
 from tests.helpers import BIN, clean_env
 
 PY = sys.executable
@@ -163,6 +164,19 @@ reprobe = {json.dumps([PY, "-c", "import time; time.sleep(1.5); print('SMTP OK -
     assert refused.returncode == 1 and "second opinion: smtp passes now" in refused.stdout, refused.stdout
     assert moved.returncode == 0 and moved.stdout.startswith("TAKEOVER ACTED"), moved.stdout
     assert world["moves"].read_text() == "node1->node2\n"
+
+
+def test_a_second_opinion_the_prefix_cannot_run_moves_nothing(world, tmp_path) -> None:
+    """The active node cannot be reached from here (its prefix exits 255): the check did not run, so it
+    says nothing about the service (a down node is Pacemaker's to fence and to take over from)."""
+    prefix = crm_mon.install_prefix(tmp_path / "prefix", tmp_path / "no-tools", "node1")
+    config = world["config"].read_text().replace("[nodes.node1]", f"[nodes.node1]\nprefix = {json.dumps(prefix)}")
+    world["config"].write_text(config.replace("[services.imap]", "[services.imap]\non = \"active\""))
+    proc = takeover(world, *HARD)
+    assert proc.returncode == 1, proc.stdout
+    assert ("second opinion could not run (node1 unreachable (on: node1 is down (powered off or fenced))): "
+            "not moving on a broken check") in proc.stdout, proc.stdout
+    assert not world["moves"].exists()
 
 
 @pytest.mark.parametrize(("args", "words"), [
