@@ -108,6 +108,7 @@ def run_demo(workdir: Path) -> int:
         )
         # Icinga's own path: its handler ran on each CRITICAL event; the last one says what it found
         late = next((r for r in reversed(icinga.audit()) if r.get("origin", "").startswith("icinga")
+                     and r.get("decision") != "acting"
                      and r["event"]["service"] == "imap" and r["event"]["state"] == "CRITICAL"), None)
         if late:
             say(f"{late['origin']} on the {late['event']['state_type']} event: {late['decision']}: {late['reason']}")

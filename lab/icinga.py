@@ -154,6 +154,8 @@ class LabIcinga:
         # every service gives up on a hung server after the same time, so each turns HARD as fast
         plugin_timeouts = "".join(f"  vars.kolab_{name}_timeout = {PLUGIN_TIMEOUT}\n"
                                   for name in ("imap", "smtp", "ldap", "freebusy", "roundtrip"))
+        # the role fallback (until the first heartbeat result) as an admin writes it: where the group runs now
+        active = lab.Cluster().active_node() or "node1"
         spool = self.dir / "spool" / "perfdata"
         main = self.dir / "icinga2.conf"
         main.write_text(f"""/* the lab's Icinga 2: the shipped icinga/ config + the lab cluster's hosts */
@@ -210,7 +212,7 @@ object Host "{node}" {{
   import "kolab-node-host"
   address = "{lab.ADMIN_IPS[node]}"
   vars.kolab_cluster = "kolab-cluster"
-  vars.kolab_role = "{'active' if node == 'node1' else 'passive'}"
+  vars.kolab_role = "{'active' if node == active else 'passive'}"
   vars.kolab_command_prefix = "{lab.ON} {{node}}"
   vars.kolab_storage_path = "{lab.SHARED}"
   vars.kolab_storage_fstype = "ext4"

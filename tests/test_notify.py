@@ -341,7 +341,7 @@ def test_a_problem_carries_the_decision_on_its_own_event_or_says_it_is_pending(t
     about = event(*failover, "--changed", "300", "--takeover-config", str(config))
     takeover = message.read_audit(None, about, str(config))
     assert takeover.followup and takeover.audit == str(tmp_path / "audit.jsonl")
-    assert message.next_step(about, takeover, "node1").endswith("it sends its decision in a TAKEOVER message.")
+    assert "its decision follows in a TAKEOVER message" in message.next_step(about, takeover, "node1")
     decision, step = told(log, "--type", "PROBLEM", "--host", "kolab-cluster", "--service", "ldap", "--state",
                           "CRITICAL", "--changed", "200")  # not failover-relevant, no decision on it
     assert decision == "" and step == "Check ldap on node1."
@@ -385,6 +385,23 @@ def test_a_recovery_before_the_decision_is_written_waits_for_it(tmp_path: Path) 
     assert message.decision_text(recovery, gave_up).startswith("not written yet: kolabmon-takeover is still at work")
 
 
+def test_a_message_sent_while_a_takeover_moves_says_so(tmp_path: Path) -> None:
+    now = time.time()
+    started = audit.acting(decided(now - 3, "200", moved=False), reason="fencing node1 and moving kolab node1 -> node2")
+    for key in ("moved", "exit"):
+        started.pop(key)
+    log = write_audit(tmp_path / "a", started)
+    roundtrip = ["--type", "RECOVERY", "--host", "kolab-cluster", "--service", "roundtrip", "--state", "OK"]
+    about = event(*roundtrip)
+    takeover = message.read_audit(str(log), about)
+    assert takeover.line().startswith("in progress since ") and "fencing node1 and moving kolab" in takeover.line()
+    assert message.next_step(about, takeover, "node2") == ("roundtrip is back while kolabmon is fencing node1 and "
+                                                           "moving kolab node1 -> node2 now: its TAKEOVER message "
+                                                           "follows.")
+    finished = write_audit(tmp_path / "b", started, decided(started["epoch"], "200", fenced=True))
+    assert message.read_audit(str(finished), about).acting is None  # its final record ends it
+
+
 def test_next_step_is_about_the_node_a_node_local_check_runs_on(tmp_path: Path) -> None:
     log = write_audit(tmp_path / "a")
     heartbeat = ["--type", "PROBLEM", "--host", "node2", "--node", "node2", "--service", "heartbeat"]
@@ -407,7 +424,7 @@ def test_a_takeover_message_says_what_was_decided(tmp_path: Path) -> None:
                   "--record", str(path))
     subject, body, _ = message.compose(about, message.read_audit(str(tmp_path / "none"), about), "node2")
     assert subject == "[kolabmon] TAKEOVER MOVED: imap on kolab-cluster: group node1 -> node2, node1 fenced"
-    assert "Trigger:         icinga on monitor: IMAP CRITICAL - hung" in body
+    assert "Trigger:         icinga on monitor: imap on kolab-cluster HARD CRITICAL: IMAP CRITICAL - hung" in body
     assert "(node1 was fenced: power it on)" in body and "kolabmon-takeover recover node1" in body
     record = decided(time.time(), "200", "refuse")
     path.write_text(json.dumps(record))

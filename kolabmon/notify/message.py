@@ -31,6 +31,7 @@ class Takeover:
         self.last_move, self.decision, self.recovered, self.note = last_move, decision, recovered, note
         self.followup, self.audit = followup, audit
         self.deciding = False  # a recovery came before the decision on the problem it ends was written
+        self.acting: dict | None = None  # a takeover fencing or moving right now (no final record yet)
 
     @property
     def moved_from(self) -> str | None:
@@ -41,6 +42,11 @@ class Takeover:
     def line(self) -> str:
         if self.note:
             return self.note
+        if self.acting:
+            event = self.acting.get("event") or {}
+            return (f"in progress since {_clock(self.acting)}: {self.acting.get('origin', 'kolabmon')} is "
+                    f"{self.acting.get('reason', 'moving the group')} (for {event.get('service')} on "
+                    f"{event.get('host')}); its TAKEOVER message follows")
         if not self.last_move:
             return "none recorded"
         source = self.moved_from
@@ -100,6 +106,7 @@ def read_audit(path: str | None, event: Event, config_path: str | None = None, w
             decision = find(records, event.host, event.service, event.changed)
     last_move = audit.last_takeover(records)
     found = Takeover(last_move, decision, audit.recovered_since(records, last_move), note, followup, path)
+    found.acting = audit.in_progress(records)
     found.deciding = bool(decision is None and not event.problem and event.service
                           and audit.deciding(records, event.host, event.service))
     return found
@@ -166,7 +173,13 @@ def next_step(event: Event, takeover: Takeover, active: str) -> str:
     decision = takeover.decision
     if event.type == "TAKEOVER" and decision is not None:
         return after(decision, what)
-    source = takeover.moved_from
+    source, acting = takeover.moved_from, takeover.acting
+    if acting is not None:
+        doing = f"kolabmon is {acting.get('reason', 'moving the group')} now"
+        if not event.problem:
+            return f"{what} is back while {doing}: its TAKEOVER message follows."
+        if not (event.failover and event.type == "PROBLEM" and event.state == "CRITICAL"):
+            return f"{doing}: its TAKEOVER message follows; if {what} still fails after it, check it{at}."
     if not event.problem:
         left = moved_from(decision) if decision else None
         if left and left == source:
@@ -176,13 +189,17 @@ def next_step(event: Event, takeover: Takeover, active: str) -> str:
             return (f"{what} is back. The group still runs without {source} (last takeover): fix {source}, then "
                     f"run: kolabmon-takeover recover {source}")
         return "Nothing to do."
-    if decision is not None and event.type == "PROBLEM":
+    if decision is not None and event.type == "PROBLEM" and label(decision) != "NOTHING":
         return after(decision, what)
-    if event.failover and event.type == "PROBLEM" and event.state == "CRITICAL":
-        then = ("it sends its decision in a TAKEOVER message" if takeover.followup else
+    if event.failover and event.type == "PROBLEM" and event.state == "CRITICAL" and decision is None:
+        then = ("its decision follows in a TAKEOVER message (one per takeover, also when several checks report "
+                "the same fault)" if takeover.followup else
                 f"its decision goes to its audit log ({takeover.audit}) and the next notification only")
         return f"kolabmon-takeover is deciding on this event now (second opinion, then a move if confirmed): {then}."
     node = event.node or event.host
+    if source and f"{source} offline" in event.output:  # the survivor's view of the node the group left
+        return (f"{source} is out of the cluster since the takeover moved the group away from it: power it on, "
+                f"find out why it failed, then run: kolabmon-takeover recover {source}")
     if " fenced by the takeover " in event.output:
         recover = f", then run: kolabmon-takeover recover {node}" if node == source else ""
         return f"{node} was fenced by the takeover: power it on, find out why it failed{recover}."
@@ -216,7 +233,7 @@ def takeover_subject(record: dict, what: str) -> str:
 def decision_text(event: Event, takeover: Takeover) -> str | None:
     """The Decision row: the decision on this event (or on the problem a recovery ends), pending, or none."""
     record = takeover.decision
-    if record is not None:
+    if record is not None and (label(record) != "NOTHING" or event.state == "CRITICAL"):
         took = (record.get("durations") or {}).get("total")
         took_text = f", {took:g} s" if isinstance(took, int | float) else ""
         return f"{label(record)} at {_clock(record)} by {record.get('origin', 'kolabmon')}{took_text}: " \
@@ -234,8 +251,10 @@ def compose(event: Event, takeover: Takeover, active: str) -> tuple[str, str, di
     step = next_step(event, takeover, active)
     rows = [("When", event.when)]
     if event.record is not None:
-        opinion = (event.record.get("second_opinion") or {}).get("line")
-        rows.append(("Trigger", f"{event.record.get('origin', '?')}: {event.output or opinion or event.state}"))
+        about = event.record.get("event") or {}
+        line = event.output or event.record.get("output") or (event.record.get("second_opinion") or {}).get("line")
+        rows.append(("Trigger", f"{event.record.get('origin', '?')}: {about.get('service')} on {about.get('host')} "
+                                f"{about.get('state_type', '')} {about.get('state')}: {line or '(no line)'}"))
     else:
         rows.append(("Check", event.output or "(no output)"))
     if event.node:

@@ -135,7 +135,8 @@ def take_over(config: Config, trigger: Trigger, budget: float | None = None) -> 
     started = time.monotonic()
     deadline = started + (budget if budget is not None else config.budget)
     event = trigger.event
-    record = audit.event_record(config.cluster, event, trigger.dry_run) | {"origin": trigger.origin}
+    record = audit.event_record(config.cluster, event, trigger.dry_run) | {"origin": trigger.origin,
+                                                                             "output": trigger.output}
     durations: dict[str, float] = {}
     if trigger.detection is not None:
         durations["detect"] = round(trigger.detection, 3)
@@ -217,6 +218,8 @@ def act(config: Config, trigger: Trigger, backend: Backend, record: audit.Record
         return finish(policy.ACT, f"dry run: would {how} {config.group} {source} -> {target} (second opinion: "
                       f"{line})", 0, "NOTHING")
     backend.note_move(policy.LastMove(time.time(), source, target, trigger.origin))
+    what = f"fencing {source} and moving" if fence_first else "moving"
+    audit.append(config.audit, audit.acting(record, reason=f"{what} {config.group} {source} -> {target}"))
     verify_window = config.probe_timeout * runtime.REPROBE_WINDOWS
     mark = time.monotonic()
     fence_timeout = max(min(60.0, deadline - mark - verify_window), 5.0)

@@ -1,11 +1,14 @@
 """The takeover's audit log: one JSON object per line, one line per decision, append-only.
 
 The takeover writes it (kolabmon-takeover and kolabmon-watch alike); kolabmon-notify reads it for
-the last takeover, here, by one rule (`tail`). The cool-down is kept by the cluster (the backend),
-not read from this log. Every record has `epoch` (for arithmetic) and `time` (for people). An event's record adds
-`cluster`, `dry_run`, `event`, `durations` and, once decided, `decision`, `reason`, `exit` and
-`finished` (plus `cluster_state`, `second_opinion`, `verify`, `moved`, `fenced` as far as it got);
-`recover` writes `command`, `node`, `result`, `reason`; an internal error `decision: "error"`.
+the decision on an event and the last move, here, by one rule (`tail`). The cool-down is kept by
+the cluster (the backend), not read from this log. Every record has `epoch` (for arithmetic) and
+`time` (for people). An event's record adds `cluster`, `dry_run`, `event` (with `changed`, Icinga's
+$service.last_hard_state_change$), `origin`, `output` (the trigger's check line), `durations` and,
+once decided, `decision`, `reason`, `exit` and `finished` (plus `cluster_state`, `second_opinion`,
+`verify`, `moved`, `fenced` as far as it got); `recover` writes `command`, `node`, `result`,
+`reason`; an internal error `decision: "error"`. A takeover that fences or moves writes an
+`acting` line first, with the `epoch` and `origin` of its final record (`acting`, `in_progress`).
 
 Only json, os and time at import: kolabmon-notify imports this module late (not for --help or a
 usage error), and a notification should not pay for more.
@@ -27,6 +30,7 @@ if TYPE_CHECKING:
 # grows, and a few hundred records reach back further than the cool-down or a notification cares.
 TAIL_BYTES = 256 * 1024
 DECISIONS = ("act", "refuse", "wait")  # a decision on a problem ("nothing" is for OK events)
+ACTING = "acting"  # not a decision: a takeover fencing or moving now (see `acting`)
 
 Record = dict[str, object]
 
@@ -42,6 +46,25 @@ def stamp() -> Record:
 def event_record(cluster: str, event: Event, dry_run: bool) -> Record:
     """The record of a decision on one event, before anything is decided; `decided` completes it."""
     return stamp() | {"cluster": cluster, "dry_run": dry_run, "event": dict(vars(event))}
+
+
+def acting(record: Record, **extra: object) -> Record:
+    """The line written when a takeover starts to fence or move (the same `epoch` and `origin` as
+    its final record, which follows): readers see a move in progress, and a takeover killed
+    mid-move leaves a start without an end."""
+    return record | {"decision": ACTING} | extra
+
+
+def in_progress(records: list[Record]) -> Record | None:
+    """The latest takeover that started to move and has no final record yet."""
+    real = _real(records)
+    for index in range(len(real) - 1, -1, -1):
+        record = real[index]
+        if record.get("decision") == ACTING:
+            done = any(r.get("epoch") == record.get("epoch") and r.get("origin") == record.get("origin")
+                       for r in real[index + 1:])
+            return None if done else record
+    return None
 
 
 def probe_result(code: int, line: str) -> Record:
@@ -145,7 +168,8 @@ def decision_on(records: list[Record], host: str, service: str, changed: str) ->
     which the event handler and every notification about that HARD state receive alike."""
     for record in reversed(_real(records)):
         event = _about(record, host, service)
-        if event is not None and str(event.get("changed", "")) == changed and record.get("decision"):
+        if event is not None and str(event.get("changed", "")) == changed and record.get("decision") not in (
+                None, ACTING):
             return record
     return None
 
@@ -171,7 +195,7 @@ def deciding(records: list[Record], host: str, service: str) -> bool:
     for record in reversed(_real(records)):
         event = _about(record, host, service)
         if event is not None and event.get("state") != "OK":
-            return record.get("decision") == "wait" and event.get("state") == "CRITICAL"
+            return record.get("decision") in ("wait", ACTING) and event.get("state") == "CRITICAL"
     return False
 
 

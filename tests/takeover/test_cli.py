@@ -67,7 +67,9 @@ def test_hard_critical_moves_and_verifies(world) -> None:
     assert proc.stdout.startswith("TAKEOVER ACTED - moved kolab node1 -> node2") and proc.stdout.count("\n") == 1
     assert "imap verified: IMAP OK - served by node2" in proc.stdout
     assert world["active"].read_text() == "node2"
-    [record] = records(world)
+    [started, record] = records(world)  # the start of the move, then the decision
+    assert started["decision"] == "acting" and started["epoch"] == record["epoch"]
+    assert started["reason"] == "moving kolab node1 -> node2" and "moved" not in started
     assert record["decision"] == "act" and record["moved"] is True and record["exit"] == 0
     assert record["second_opinion"]["exit"] == 2 and record["verify"]["exit"] == 0
     assert set(record["durations"]) >= {"decide", "reprobe", "move", "verify", "total"}
@@ -133,7 +135,7 @@ def test_decisions_on_a_problem_are_told_and_nothing_else(world, tmp_path: Path)
     argv, record = calls[0]
     assert argv == ["--to", "oncall@example.org", "--type", "TAKEOVER", "--host", "kolab-cluster", "--service",
                     "imap", "--state", "CRITICAL", "--record", "-", "-t", "28"]
-    assert record["moved"] and record["event"]["changed"] == "1796000000" and record == records(world)[2]
+    assert record["moved"] and record["event"]["changed"] == "1796000000" and record == records(world)[3]
     assert "cool-down" in calls[1][1]["reason"]
 
 
