@@ -34,6 +34,7 @@ USER = "user1@example.org"
 # the lab's timing: check every 2 s, retry every 1 s, HARD at the 3rd failure; IMAP gives up on a
 # hung server after 4 s, so a hung Dovecot turns HARD about 3 x (4 + 1) = 15 s after the fault
 CHECK, RETRY, ATTEMPTS, PLUGIN_TIMEOUT = 2, 1, 3, 4
+NODE_RETRY = 3  # the nodes' storage retries span 6 s, more than a heartbeat check (every 2 s) takes
 FORMAT = "\\t".join(f"${m}$" for m in ("service.last_check", "host.name", "service.name", "service.state",
                                        "service.state_type", "service.check_attempt", "service.output"))
 
@@ -151,6 +152,9 @@ class LabIcinga:
   vars.kolab_notify_from = "icinga@example.org"
   vars.kolab_takeover_config = "{self.takeover}"
 """
+        # storage reads its node's role from the heartbeat, so the heartbeat must run again within
+        # storage's retries (templates.conf): a role that changed with a takeover is read before HARD
+        node_timing = timing.replace(f"kolab_retry_interval = {RETRY}s", f"kolab_retry_interval = {NODE_RETRY}s")
         # every service gives up on a hung server after the same time, so each turns HARD as fast
         plugin_timeouts = "".join(f"  vars.kolab_{name}_timeout = {PLUGIN_TIMEOUT}\n"
                                   for name in ("imap", "smtp", "ldap", "freebusy", "roundtrip"))
@@ -218,7 +222,7 @@ object Host "{node}" {{
   vars.kolab_storage_fstype = "ext4"
   vars.kolab_storage_timeout = {PLUGIN_TIMEOUT}
   vars.kolab_heartbeat_timeout = {PLUGIN_TIMEOUT + 4}
-{timing}{notify}}}
+{node_timing}{notify}}}
 """ for node in lab.NODES))
         return main
 
