@@ -398,6 +398,12 @@ def test_a_message_sent_while_a_takeover_moves_says_so(tmp_path: Path) -> None:
     assert message.next_step(about, takeover, "node2") == ("roundtrip is back while kolabmon is fencing node1 and "
                                                            "moving kolab node1 -> node2 now: its TAKEOVER message "
                                                            "follows.")
+    storage = event("--type", "PROBLEM", "--host", "node1", "--node", "node1", "--service", "storage", "--state",
+                    "CRITICAL", "--failover", "1", "--changed", "210", "--output", "STORAGE CRITICAL - node1 "
+                    "unreachable (on: node1 is down); node1 fenced by the takeover at 12:00:01")
+    assert message.next_step(storage, message.read_audit(str(log), storage), "") == (
+        "node1 was fenced by the takeover: power it on, find out why it failed, then run: kolabmon-takeover "
+        "recover node1.")  # the node's own words come first, even while its own handler still decides
     finished = write_audit(tmp_path / "b", started, decided(started["epoch"], "200", fenced=True))
     assert message.read_audit(str(finished), about).acting is None  # its final record ends it
 

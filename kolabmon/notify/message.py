@@ -60,6 +60,11 @@ def moved_from(record: dict | None) -> str | None:
     return (record.get("cluster_state") or {}).get("active")
 
 
+def moving_from(record: dict | None) -> str | None:
+    """The node a takeover in progress is taking the group away from."""
+    return ((record or {}).get("cluster_state") or {}).get("active")
+
+
 def label(record: dict) -> str:
     """MOVED, FAILED, REFUSED or NOTHING: what a decision record amounts to for on-call."""
     if record.get("decision") == "error" or (record.get("decision") == "act" and record.get("exit") == 2):
@@ -174,12 +179,9 @@ def next_step(event: Event, takeover: Takeover, active: str) -> str:
     if event.type == "TAKEOVER" and decision is not None:
         return after(decision, what)
     source, acting = takeover.moved_from, takeover.acting
-    if acting is not None:
-        doing = f"kolabmon is {acting.get('reason', 'moving the group')} now"
-        if not event.problem:
-            return f"{what} is back while {doing}: its TAKEOVER message follows."
-        if not (event.failover and event.type == "PROBLEM" and event.state == "CRITICAL"):
-            return f"{doing}: its TAKEOVER message follows; if {what} still fails after it, check it{at}."
+    doing = f"kolabmon is {acting.get('reason', 'moving the group')} now" if acting else ""
+    if acting and not event.problem:
+        return f"{what} is back while {doing}: its TAKEOVER message follows."
     if not event.problem:
         left = moved_from(decision) if decision else None
         if left and left == source:
@@ -191,18 +193,20 @@ def next_step(event: Event, takeover: Takeover, active: str) -> str:
         return "Nothing to do."
     if decision is not None and event.type == "PROBLEM" and label(decision) != "NOTHING":
         return after(decision, what)
+    node = event.node or event.host
+    if " fenced by the takeover " in event.output:  # the node's own checks, whatever else is under way
+        recover = f", then run: kolabmon-takeover recover {node}" if node in (source, moving_from(acting)) else ""
+        return f"{node} was fenced by the takeover: power it on, find out why it failed{recover}."
+    if acting and not (event.failover and event.type == "PROBLEM" and event.state == "CRITICAL"):
+        return f"{doing}: its TAKEOVER message follows; if {what} still fails after it, check it{at}."
     if event.failover and event.type == "PROBLEM" and event.state == "CRITICAL" and decision is None:
         then = ("its decision follows in a TAKEOVER message (one per takeover, also when several checks report "
                 "the same fault)" if takeover.followup else
                 f"its decision goes to its audit log ({takeover.audit}) and the next notification only")
         return f"kolabmon-takeover is deciding on this event now (second opinion, then a move if confirmed): {then}."
-    node = event.node or event.host
     if source and f"{source} offline" in event.output:  # the survivor's view of the node the group left
         return (f"{source} is out of the cluster since the takeover moved the group away from it: power it on, "
                 f"find out why it failed, then run: kolabmon-takeover recover {source}")
-    if " fenced by the takeover " in event.output:
-        recover = f", then run: kolabmon-takeover recover {node}" if node == source else ""
-        return f"{node} was fenced by the takeover: power it on, find out why it failed{recover}."
     if " fenced by " in event.output or " unreachable (" in event.output:
         return f"{node} does not answer: check its power and network (Pacemaker fences and moves a dead node)."
     if event.state == "UNKNOWN":
