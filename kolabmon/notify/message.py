@@ -200,8 +200,8 @@ def next_step(event: Event, takeover: Takeover, active: str) -> str:
     if acting and not (event.failover and event.type == "PROBLEM" and event.state == "CRITICAL"):
         return f"{doing}: its TAKEOVER message follows; if {what} still fails after it, check it{at}."
     if event.failover and event.type == "PROBLEM" and event.state == "CRITICAL" and decision is None:
-        then = ("its decision follows in a TAKEOVER message (one per takeover, also when several checks report "
-                "the same fault)" if takeover.followup else
+        then = ("its decision follows in a TAKEOVER message if it moves, refuses or fails (one per takeover, "
+                "also when several checks report the same fault)" if takeover.followup else
                 f"its decision goes to its audit log ({takeover.audit}) and the next notification only")
         return f"kolabmon-takeover is deciding on this event now (second opinion, then a move if confirmed): {then}."
     if source and f"{source} offline" in event.output:  # the survivor's view of the node the group left
@@ -243,7 +243,8 @@ def decision_text(event: Event, takeover: Takeover) -> str | None:
         return f"{label(record)} at {_clock(record)} by {record.get('origin', 'kolabmon')}{took_text}: " \
                f"{record.get('reason', '')}"
     if event.failover and event.type == "PROBLEM" and event.state == "CRITICAL":
-        return "pending (kolabmon-takeover runs now" + (", and mails its decision)" if takeover.followup else ")")
+        return "pending (kolabmon-takeover runs now" + (
+            "; a TAKEOVER message follows if it moves, refuses or fails)" if takeover.followup else ")")
     if takeover.deciding:
         return "not written yet: kolabmon-takeover is still at work on the problem this ends" + (
             " and mails its decision" if takeover.followup else "")
