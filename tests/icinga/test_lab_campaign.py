@@ -152,8 +152,9 @@ def latest(icinga: lab_icinga.LabIcinga) -> dict[tuple[str, str], lab_icinga.Res
 
 def assert_soft_then_hard(run: Run, service: str, host: str = CLUSTER_HOST, within: float = HARD_WITHIN) -> float:
     """SOFT CRITICAL first, then HARD CRITICAL within `within` s of the fault; the HARD epoch."""
+    hard = lab_icinga.wait(f"{service} on {host} HARD CRITICAL", lambda: run.first(service, "CRITICAL", "HARD", host),
+                           max(run.fault_at + within + 10 - time.time(), 1))
     soft = run.first(service, "CRITICAL", "SOFT", host)
-    hard = run.first(service, "CRITICAL", "HARD", host)
     assert soft and hard and soft.epoch < hard.epoch, [(r.state, r.state_type) for r in run.results(service, host)]
     assert hard.epoch - run.fault_at < within, f"HARD after {hard.epoch - run.fault_at:.1f} s"
     return hard.epoch
