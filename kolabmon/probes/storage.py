@@ -118,6 +118,7 @@ class StorageCheck:
         self.path = args.path
         self.mount: Mount | None = None
         self.swept = 0
+        self.moved_here = False  # expected unmounted, but Pacemaker says the group runs here now
 
     def probe(self) -> Iterator[nagiosplugin.Metric]:
         import nagiosplugin
@@ -128,6 +129,9 @@ class StorageCheck:
         clock.enter("reading the mount table")
         with open(self.mountinfo, encoding="utf-8", errors="surrogateescape") as handle:
             table = mount_table(handle.read())  # procfs: answers even when a mount in it is dead
+        if args.expect == "unmounted" and mount_at(args.path, table) is not None and self.group_runs_here():
+            args = self.args = argparse.Namespace(**{**vars(args), "expect": "mounted"})
+            self.moved_here = True
         clock.enter("starting the I/O process")
         facts = isolate.isolated(lambda report: _storage_io(args, table, report), clock, "storage I/O")
         self.path = str(facts["path"])
@@ -151,6 +155,20 @@ class StorageCheck:
         if inodes_free_pct is not None:  # btrfs and some network filesystems have no inode count
             yield nagiosplugin.Metric("inodes_free_pct", inodes_free_pct, "%", min=0, max=100)
         yield nagiosplugin.Metric("time", facts["time"], "s", min=0, context="time")
+
+
+    def group_runs_here(self) -> bool:
+        """Before calling a mount on the passive node split brain: does Pacemaker on this node say the
+        group runs here now? The expectation comes from the monitoring side's last view of the roles,
+        which a takeover has just changed; a node without readable cluster tools is not asked."""
+        from kolabmon import pacemaker
+
+        self.clock.enter("asking Pacemaker where the group runs")
+        try:
+            timeout = min(self.clock.for_child(), 5.0)
+            return pacemaker.local_node(timeout) in pacemaker.status("", None, timeout).group_nodes(self.args.group)
+        except (pacemaker.ToolError, pacemaker.StackDown, TimeoutError, OSError):
+            return False
 
 
 def _storage_io(args: argparse.Namespace, table: Sequence[Mount], report: Report) -> None:
@@ -350,6 +368,8 @@ def present(probe: StorageCheck) -> object:
                          f"({_size(results['free_bytes'].metric.value)})")
         if "inodes_free_pct" in results:
             parts.append(f"{results['inodes_free_pct'].metric.value:g}% inodes free")
+        if probe.moved_here:
+            parts.append(f"the active node now (Pacemaker runs {probe.args.group} here)")
         if probe.swept:
             parts.append(f"removed {probe.swept} probe file{'s' if probe.swept > 1 else ''} left by hung checks")
         return ", ".join(parts)
@@ -375,6 +395,9 @@ def make_parser() -> runtime.Parser:
                        critical="critical range for the free space in percent (10: = below 10%%)")
     p.add_argument("--path", type=absolute_path, help="mount point of the shared storage (required)")
     p.add_argument("--fstype", metavar="TYPE", help="filesystem type it must have, as in /proc/mounts (ext4, nfs4)")
+    p.add_argument("--group", default="kolab",
+                   help="the resource group: a mount where --expect unmounted is no split brain while Pacemaker "
+                        "on this node says the group runs here (default kolab)")
     p.add_argument("--expect", choices=("mounted", "unmounted"), default="mounted",
                    help="mounted (the active node, default) or unmounted (the passive node: a mount there "
                         "is split brain)")

@@ -230,6 +230,22 @@ def test_mounted_on_the_passive_node_is_split_brain(disk, tmp_path) -> None:
         assert f"{disk.mnt} is mounted on the passive node (split brain): ext4 on {disk.device}" in run.line
 
 
+def test_a_mount_where_pacemaker_has_just_moved_the_group_is_no_split_brain(disk, tmp_path) -> None:
+    # Icinga read the role before the takeover; the node's own Pacemaker knows better
+    for runs_on, state in (("node1", 0), ("node2", 2)):
+        tools = crm_mon.install(tmp_path / runs_on, crm_mon.group_on(runs_on))
+        (tools / "crm_node").write_text("#!/bin/sh\necho node1\n")
+        (tools / "crm_node").chmod(0o755)
+        run = run_plugin("check_kolab_storage", "--path", str(disk.mnt), "--expect", "unmounted", "--fstype", "ext4",
+                         PATH=f"{tools}:/usr/bin:/bin")
+        assert_plugin_output(run.out, run.rc)
+        assert run.rc == state, run.out
+    assert "split brain" in run.line  # the group runs on the other node: this mount is split brain
+    run = run_plugin("check_kolab_storage", "--path", str(disk.mnt), "--expect", "unmounted", "--fstype", "ext4",
+                     PATH=f"{tmp_path / 'node1'}:/usr/bin:/bin")
+    assert "read-write" in run.line and "the active node now (Pacemaker runs kolab here)" in run.line, run.line
+
+
 def test_not_mounted_on_the_passive_node_is_ok(disk, tmp_path) -> None:
     run = check("--path", tmp_path, "--expect", "unmounted")
     match = assert_plugin_output(run.out, run.rc)
