@@ -420,6 +420,11 @@ def test_next_step_is_about_the_node_a_node_local_check_runs_on(tmp_path: Path) 
                 "--state", "CRITICAL", *fenced, active="node2")[1]
     assert step == "node1 was fenced by the takeover: power it on, find out why it failed, then run: " \
                    "kolabmon-takeover recover node1."
+    survivor = ["--type", "PROBLEM", "--host", "node1", "--node", "node1", "--service", "heartbeat", "--state",
+                "CRITICAL", "--output", "HEARTBEAT CRITICAL - kolab active on node1, 1/2 nodes online, quorate "
+                "(node2 offline, all links to node2 down)"]
+    assert told(log, *survivor)[1] == ("node2 is out of the cluster: bring it back (power, network, cluster "
+                                       "stack); until it is back nothing can take over if node1 fails.")
 
 
 def test_a_takeover_message_says_what_was_decided(tmp_path: Path) -> None:

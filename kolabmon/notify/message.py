@@ -11,6 +11,7 @@ a decision: every message says it until `kolabmon-takeover recover` has run for 
 
 from __future__ import annotations
 
+import re
 import time
 
 TYPE_CHECKING = False  # no typing import at start-up (see runtime)
@@ -207,6 +208,10 @@ def next_step(event: Event, takeover: Takeover, active: str) -> str:
     if source and f"{source} offline" in event.output:  # the survivor's view of the node the group left
         return (f"{source} is out of the cluster since the takeover moved the group away from it: power it on, "
                 f"find out why it failed, then run: kolabmon-takeover recover {source}")
+    offline = re.search(r"[(,] ?([\w.-]+) offline", event.output)  # a heartbeat's view of its peer
+    if offline and event.state == "CRITICAL":
+        return (f"{offline[1]} is out of the cluster: bring it back (power, network, cluster stack); until it is "
+                f"back nothing can take over if {where or 'the active node'} fails.")
     if " fenced by " in event.output or " unreachable (" in event.output:
         return f"{node} does not answer: check its power and network (Pacemaker fences and moves a dead node)."
     if event.state == "UNKNOWN":

@@ -131,6 +131,9 @@ def decide(event: Event, rules: Rules, cluster: Cluster, now: float, last_move: 
     first = decide_event(event, rules)
     if first is not None:
         return first
+    if event.host == cluster.passive:  # a node-local check of the node the group would move to
+        return Decision(NOTHING, f"{event.service} fails on {event.host}, which does not run the group: nothing to "
+                        "move away from")
     if cluster.transition:
         return Decision(WAIT, f"the cluster is already busy ({cluster.transition}): not fighting it")
     if cluster.split:

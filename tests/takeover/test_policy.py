@@ -136,3 +136,12 @@ def test_a_gone_service_waits_for_pacemakers_restart_in_place() -> None:
     assert not confirmed(streak(*refused[:19], kind="gone"), 2, 10, GRACE)  # 18 s gone: Pacemaker's turn
     assert confirmed(streak(*refused[:21], kind="gone"), 2, 10, GRACE)       # 20 s: its restart did not help
     assert confirmed(streak(*refused[:2], kind="wrong"), 2, 10, GRACE)       # answering wrongly: no restart helps
+
+
+def test_a_node_local_failure_on_the_passive_node_moves_nothing() -> None:
+    # storage down on node2 (powered off, or split brain there): moving the group to node2 cannot help
+    for cluster in (HEALTHY, dataclasses.replace(HEALTHY, passive_online=False)):
+        decision = decide(event(host="node2", service="storage"), RULES, cluster, NOW, None)
+        assert decision.action == NOTHING and decision.exit_code == 0
+        assert decision.reason == "storage fails on node2, which does not run the group: nothing to move away from"
+    assert decide(event(host="node1", service="storage"), RULES, HEALTHY, NOW, None).action == ACT
