@@ -140,6 +140,7 @@ def test_the_takeover_mails_its_own_decision_moved_or_refused(postfix, dovecot, 
     body = mail.get_content()
     assert "Decision:        MOVED at " in body and "imap verified: IMAP OK - served by node2" in body
     assert "then run: kolabmon-takeover recover node1" in body
+    assert "Last takeover:   " in body and "node1 is not recovered yet" in body  # its own audit log, read
     refused = hard_critical(takeover_config(tmp_path / "b", notify=command, peer_ok=False))
     assert refused.returncode == 1 and refused.stdout.startswith("TAKEOVER REFUSED - "), refused.stdout
     mail = fetch_and_delete(dovecot, "TAKEOVER REFUSED")

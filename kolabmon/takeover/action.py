@@ -295,7 +295,7 @@ def announce(config: Config, result: Result, deadline: float) -> str | None:
         return "no time left to send the decision to on-call"
     argv = found_beside(config.notify) + [
         "--type", "TAKEOVER", "--host", str(event["host"]), "--service", str(event["service"]),
-        "--state", str(event["state"]), "--record", "-", "-t", f"{max(timeout - 2, 1):g}"]
+        "--state", str(event["state"]), "--record", "-", "--audit", str(config.audit), "-t", f"{max(timeout - 2, 1):g}"]
     try:
         done = subprocess.run(argv, input=json.dumps(result.record), capture_output=True, text=True,
                               timeout=timeout, errors="replace")

@@ -134,7 +134,7 @@ def test_decisions_on_a_problem_are_told_and_nothing_else(world, tmp_path: Path)
     assert [record["decision"] for _, record in calls] == ["act", "refuse"]
     argv, record = calls[0]
     assert argv == ["--to", "oncall@example.org", "--type", "TAKEOVER", "--host", "kolab-cluster", "--service",
-                    "imap", "--state", "CRITICAL", "--record", "-", "-t", "28"]
+                    "imap", "--state", "CRITICAL", "--record", "-", "--audit", str(world["audit"]), "-t", "28"]
     assert record["moved"] and record["event"]["changed"] == "1796000000" and record == records(world)[3]
     assert "cool-down" in calls[1][1]["reason"]
 
