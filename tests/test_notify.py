@@ -396,9 +396,9 @@ def test_a_message_sent_while_a_takeover_moves_says_so(tmp_path: Path) -> None:
     about = event(*roundtrip)
     takeover = message.read_audit(str(log), about)
     assert takeover.line().startswith("in progress since ") and "fencing node1 and moving kolab" in takeover.line()
-    assert message.next_step(about, takeover, "node2") == ("roundtrip is back while kolabmon is fencing node1 and "
-                                                           "moving kolab node1 -> node2 now: its TAKEOVER message "
-                                                           "follows.")
+    assert message.next_step(about, takeover, "node2") == ("roundtrip is back while kolabmon (icinga on monitor) is "
+                                                           "fencing node1 and moving kolab node1 -> node2 now: wait "
+                                                           "for its outcome (the next messages).")
     storage = event("--type", "PROBLEM", "--host", "node1", "--node", "node1", "--service", "storage", "--state",
                     "CRITICAL", "--failover", "1", "--changed", "210", "--output", "STORAGE CRITICAL - node1 "
                     "unreachable (on: node1 is down); node1 fenced by the takeover at 12:00:01")

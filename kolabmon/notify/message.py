@@ -47,7 +47,7 @@ class Takeover:
             event = self.acting.get("event") or {}
             return (f"in progress since {_clock(self.acting)}: {self.acting.get('origin', 'kolabmon')} is "
                     f"{self.acting.get('reason', 'moving the group')} (for {event.get('service')} on "
-                    f"{event.get('host')}); its TAKEOVER message follows")
+                    f"{event.get('host')}); its outcome follows")
         if not self.last_move:
             return "none recorded"
         source = self.moved_from
@@ -180,9 +180,10 @@ def next_step(event: Event, takeover: Takeover, active: str) -> str:
     if event.type == "TAKEOVER" and decision is not None:
         return after(decision, what)
     source, acting = takeover.moved_from, takeover.acting
-    doing = f"kolabmon is {acting.get('reason', 'moving the group')} now" if acting else ""
+    doing = (f"kolabmon ({acting.get('origin', '?')}) is {acting.get('reason', 'moving the group')} now" if acting
+             else "")
     if acting and not event.problem:
-        return f"{what} is back while {doing}: its TAKEOVER message follows."
+        return f"{what} is back while {doing}: wait for its outcome (the next messages)."
     if not event.problem:
         left = moved_from(decision) if decision else None
         if left and left == source:
@@ -199,7 +200,7 @@ def next_step(event: Event, takeover: Takeover, active: str) -> str:
         recover = f", then run: kolabmon-takeover recover {node}" if node in (source, moving_from(acting)) else ""
         return f"{node} was fenced by the takeover: power it on, find out why it failed{recover}."
     if acting and not (event.failover and event.type == "PROBLEM" and event.state == "CRITICAL"):
-        return f"{doing}: its TAKEOVER message follows; if {what} still fails after it, check it{at}."
+        return f"{doing}: wait for its outcome (the next messages); if {what} still fails after it, check it{at}."
     if event.failover and event.type == "PROBLEM" and event.state == "CRITICAL" and decision is None:
         then = ("its decision follows in a TAKEOVER message if it moves, refuses or fails (one per takeover, "
                 "also when several checks report the same fault)" if takeover.followup else
