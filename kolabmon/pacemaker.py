@@ -241,16 +241,22 @@ def status(prefix: str, node: str | None, timeout: float) -> Status:
 # --- a node the prefix cannot reach: what its peers know -------------------------------------
 
 
+def last_fence(view: Status, node: str) -> tuple[float, dict[str, str]] | None:
+    """(when, event) of the last completed fence (reboot or off) of `node` in crm_mon's fence history."""
+    done = [(when, event) for event in view.fence_events
+            if event.get("target") == node and event.get("status") == "success"
+            and event.get("action") in ("reboot", "off") and (when := fence_completed(event)) is not None]
+    return max(done, key=lambda pair: pair[0]) if done else None
+
+
 def fenced(view: Status, node: str) -> str | None:
     """`node1 fenced by the takeover at 19:50:12`: the last completed fence (reboot or off) of `node` in
     that crm_mon's fence history; by the takeover when kolabmon asked for it (`stonith_admin --fence`),
     else by Pacemaker. Local time, with the date when it is more than a day old."""
-    done = [(when, event) for event in view.fence_events
-            if event.get("target") == node and event.get("status") == "success"
-            and event.get("action") in ("reboot", "off") and (when := fence_completed(event)) is not None]
-    if not done:
+    last = last_fence(view, node)
+    if last is None:
         return None
-    when, event = max(done, key=lambda pair: pair[0])
+    when, event = last
     by = "the takeover" if event.get("client", "").startswith("stonith_admin") else "Pacemaker"
     shown = time.strftime("%H:%M:%S" if time.time() - when < 86400 else "%Y-%m-%d %H:%M:%S", time.localtime(when))
     return f"{node} fenced by {by} at {shown}"

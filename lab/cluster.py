@@ -235,11 +235,10 @@ class Cluster:
     def fenced_at(self, node: str) -> float | None:
         """When the cluster last fenced ``node`` successfully (epoch), from crm_mon's fence history."""
         try:
-            events = self.status().fence_events
+            last = pacemaker.last_fence(self.status(), node)
         except LabError:
             return None
-        return max((pacemaker.fence_completed(e) or 0.0 for e in events
-                    if e.get("target") == node and e.get("status") == "success"), default=0.0) or None
+        return last[0] if last else None
 
     # -- nodes -----------------------------------------------------------------------------------
 

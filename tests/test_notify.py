@@ -409,6 +409,28 @@ def test_a_message_sent_while_a_takeover_moves_says_so(tmp_path: Path) -> None:
     assert message.read_audit(str(finished), about).acting is None  # its final record ends it
 
 
+def test_a_hard_wait_is_a_final_decision_and_an_old_start_is_no_move_in_progress(tmp_path: Path) -> None:
+    now = time.time()
+    busy = decided(now - 10, "200", "nothing", moved=False) | {"decision": "wait",
+                                                               "reason": "the cluster is already busy (smtp starting)"}
+    log = write_audit(tmp_path / "a", busy)
+    recovery = event("--type", "RECOVERY", "--host", "kolab-cluster", "--service", "imap", "--state", "OK",
+                     "--changed", "260")
+    started = time.monotonic()
+    takeover = message.read_audit(str(log), recovery, wait=10)
+    assert time.monotonic() - started < 2 and not takeover.deciding  # nothing more is coming: no wait
+    assert message.decision_text(recovery, takeover).startswith("WAITED at ")
+    problem = event(*PROBLEM, "--failover", "1", "--changed", "200")
+    assert message.next_step(problem, message.read_audit(str(log), problem), "node1").startswith(
+        "kolabmon left it to Pacemaker (the cluster is already busy (smtp starting)) and will not act on this event")
+    killed = audit.acting(decided(now - 3600, "100", moved=False), reason="moving kolab node1 -> node2")
+    old = message.read_audit(str(write_audit(tmp_path / "b", killed)), recovery)
+    assert old.acting is None and not old.line().startswith("in progress")  # killed mid-move an hour ago
+    downtime = event("--type", "DOWNTIMEEND", "--host", "kolab-cluster", "--service", "imap", "--state", "OK",
+                     "--changed", "260")
+    assert message.read_audit(str(log), downtime).decision is None  # only a RECOVERY ends a problem
+
+
 def test_next_step_is_about_the_node_a_node_local_check_runs_on(tmp_path: Path) -> None:
     log = write_audit(tmp_path / "a")
     heartbeat = ["--type", "PROBLEM", "--host", "node2", "--node", "node2", "--service", "heartbeat"]

@@ -67,12 +67,12 @@ def moving_from(record: dict | None) -> str | None:
 
 
 def label(record: dict) -> str:
-    """MOVED, FAILED, REFUSED or NOTHING: what a decision record amounts to for on-call."""
+    """MOVED, FAILED, REFUSED, WAITED or NOTHING: what a decision record amounts to for on-call."""
     if record.get("decision") == "error" or (record.get("decision") == "act" and record.get("exit") == 2):
         return "FAILED" if not record.get("moved") else "MOVED, NOT VERIFIED"
     if record.get("moved"):
         return "MOVED"
-    return "REFUSED" if record.get("decision") == "refuse" else "NOTHING"
+    return {"refuse": "REFUSED", "wait": "WAITED"}.get(str(record.get("decision")), "NOTHING")
 
 
 def read_audit(path: str | None, event: Event, config_path: str | None = None, wait: float = 0.0) -> Takeover:
@@ -90,6 +90,8 @@ def read_audit(path: str | None, event: Event, config_path: str | None = None, w
             config = load(config_path)
         except ConfigError as exc:
             note = f"unknown (takeover config: {exc})"
+        except (OSError, ValueError) as exc:  # whatever the file holds, the notification goes out
+            note = f"unknown (takeover config {config_path}: {type(exc).__name__})"
         else:
             followup, path = bool(config.notify), path or str(config.audit)
     path = path or DEFAULT_AUDIT
@@ -101,19 +103,19 @@ def read_audit(path: str | None, event: Event, config_path: str | None = None, w
     except OSError as exc:
         return Takeover(None, decision, set(), note or f"unknown (cannot read {path}: {exc.strerror})", followup,
                         path)
-    if decision is None and event.service and event.changed:
+    if decision is None and event.service and event.changed and (event.problem or event.type == "RECOVERY"):
         find = audit.decision_on if event.problem else audit.problem_before
         decision = find(records, event.host, event.service, event.changed)
         until = time.monotonic() + wait
-        while (decision is None and not event.problem and time.monotonic() < until
+        while (decision is None and event.type == "RECOVERY" and time.monotonic() < until
                and audit.deciding(records, event.host, event.service)):
             time.sleep(0.25)
             records = _tail_or_none(audit, path) or records
             decision = find(records, event.host, event.service, event.changed)
     last_move = audit.last_takeover(records)
     found = Takeover(last_move, decision, audit.recovered_since(records, last_move), note, followup, path)
-    found.acting = audit.in_progress(records)
-    found.deciding = bool(decision is None and not event.problem and event.service
+    found.acting = audit.in_progress(records, time.time())
+    found.deciding = bool(decision is None and event.type == "RECOVERY" and event.service
                           and audit.deciding(records, event.host, event.service))
     return found
 
@@ -133,7 +135,9 @@ def _when(record: dict) -> str:
 
 
 def _clock(record: dict) -> str:
-    return _when(record)[-8:]
+    """HH:MM:SS for a record of today, the date too for an older one."""
+    when = _when(record)
+    return when[-8:] if when[:10] == time.strftime("%Y-%m-%d") else when
 
 
 # --- the next step -----------------------------------------------------------------------------
@@ -145,6 +149,7 @@ def after(record: dict, what: str) -> str:
     source, target = state.get("active") or "the active node", state.get("passive") or "the other node"
     reason = " ".join(str(record.get("reason", "no reason recorded")).split())
     kind = label(record)
+    failing = (record.get("second_opinion") or {}).get("exit") == 2
     if kind == "MOVED":
         fenced = f" ({source} was fenced: power it on)" if record.get("fenced") else ""
         return (f"kolabmon moved the group {source} -> {target}; users are served from {target}. Find out why "
@@ -158,8 +163,13 @@ def after(record: dict, what: str) -> str:
     opinion = record.get("second_opinion") or {}
     if kind == "REFUSED" and opinion.get("exit") == 0:
         return f"kolabmon did not move: {reason}. Find out from {source}'s logs why {what} failed."
-    if kind == "REFUSED":
+    if kind == "REFUSED" and (failing or not record.get("second_opinion")) and state.get("active"):
         return f"kolabmon did not move: {reason}. Users are not served: fix {what} on {source} by hand."
+    if kind == "REFUSED":
+        return f"kolabmon did not move: {reason}. Check {what} by hand."
+    if kind == "WAITED":
+        return (f"kolabmon left it to Pacemaker ({reason}) and will not act on this event again: if {what} "
+                f"still fails in a few minutes, check it on {source}.")
     return f"kolabmon did nothing on this event ({reason})."
 
 
@@ -202,8 +212,8 @@ def next_step(event: Event, takeover: Takeover, active: str) -> str:
     if acting and not (event.failover and event.type == "PROBLEM" and event.state == "CRITICAL"):
         return f"{doing}: wait for its outcome (the next messages); if {what} still fails after it, check it{at}."
     if event.failover and event.type == "PROBLEM" and event.state == "CRITICAL" and decision is None:
-        then = ("its decision follows in a TAKEOVER message if it moves, refuses or fails (one per takeover, "
-                "also when several checks report the same fault)" if takeover.followup else
+        then = ("its decision follows in a TAKEOVER message (none when another takeover already handles the "
+                "same fault)" if takeover.followup else
                 f"its decision goes to its audit log ({takeover.audit}) and the next notification only")
         return f"kolabmon-takeover is deciding on this event now (second opinion, then a move if confirmed): {then}."
     if source and f"{source} offline" in event.output:  # the survivor's view of the node the group left
@@ -237,7 +247,9 @@ def takeover_subject(record: dict, what: str) -> str:
         return f"TAKEOVER {kind}: {what}: group {source} -> {target}{fenced}"
     if kind == "FAILED":
         return f"TAKEOVER FAILED: {what}: group {source} -> {target}"
-    return f"TAKEOVER {kind}: {what}: group stays on {source}"
+    if kind == "WAITED":
+        return f"TAKEOVER WAITED: {what}: Pacemaker was at work" + (f" on {source}" if source != "?" else "")
+    return f"TAKEOVER {kind}: {what}: " + (f"group stays on {source}" if source != "?" else "nothing moved")
 
 
 def decision_text(event: Event, takeover: Takeover) -> str | None:
@@ -250,7 +262,7 @@ def decision_text(event: Event, takeover: Takeover) -> str | None:
                f"{record.get('reason', '')}"
     if event.failover and event.type == "PROBLEM" and event.state == "CRITICAL":
         return "pending (kolabmon-takeover runs now" + (
-            "; a TAKEOVER message follows if it moves, refuses or fails)" if takeover.followup else ")")
+            "; its decision follows in a TAKEOVER message)" if takeover.followup else ")")
     if takeover.deciding:
         return "not written yet: kolabmon-takeover is still at work on the problem this ends" + (
             " and mails its decision" if takeover.followup else "")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Iterator, Sequence
 
 from kolabmon import runtime
@@ -164,17 +165,17 @@ class StorageCheck:
         from kolabmon import pacemaker
 
         self.clock.enter("asking Pacemaker where the group runs")
+        deadline = time.monotonic() + min(self.clock.for_child() / 3, 3.0)  # the rest is for the I/O
         try:
-            timeout = min(self.clock.for_child(), 5.0)
-            return pacemaker.local_node(timeout) in pacemaker.status("", None, timeout).group_nodes(self.args.group)
+            node = pacemaker.local_node(max(deadline - time.monotonic(), 0.1))
+            view = pacemaker.status("", None, max(deadline - time.monotonic(), 0.1))
         except (pacemaker.ToolError, pacemaker.StackDown, TimeoutError, OSError):
-            return False
+            return False  # not known: a mount here stays split brain
+        return view.group_nodes(self.args.group) == {node}  # on both nodes it is split brain
 
 
 def _storage_io(args: argparse.Namespace, table: Sequence[Mount], report: Report) -> None:
     """Everything that touches the storage (runs in the disposable process); facts go to `report`."""
-    import time
-
     step = f"resolving {args.path}"
 
     def enter(name: str) -> None:

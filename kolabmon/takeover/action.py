@@ -12,6 +12,7 @@ budget, so that Icinga never kills a takeover mid-move.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -124,6 +125,7 @@ def take_lock(backend: Backend, origin: str, deadline: float, wait_until: float)
                 raise
             time.sleep(LOCK_POLL)
             continue
+        failing_since = None
         if holder is None or time.monotonic() >= wait_until:
             return holder, waited
         waited = True
@@ -234,6 +236,7 @@ def act(config: Config, trigger: Trigger, backend: Backend, record: audit.Record
             backend.release()
         except BackendError:
             pass  # it is stale once this node is gone
+        announce(config, done, time.monotonic() + min(config.notify_timeout, 10.0))  # this process dies next
         why = backend.fence(source, target, fence_timeout)
         if why is None:
             return done  # (this process dies with its node first)
@@ -273,15 +276,20 @@ def act(config: Config, trigger: Trigger, backend: Backend, record: audit.Record
 
 # --- telling on-call ---------------------------------------------------------------------------
 
-TOLD = ("ACTED", "REFUSED", "FAILED")  # a decision on a HARD problem; NOTHING and WAIT are not news
-
-
 def worth_telling(result: Result) -> bool:
-    """Is this a decision on-call must hear of: moved, refused or failed on a problem that called for a
-    takeover (not an OK or SOFT event, not a dry run, not "another takeover is in progress")?"""
+    """Is this a decision on-call must hear of: moved, refused, failed, or left to Pacemaker (the HARD
+    event comes once: kolabmon will not act on it again)? Not an OK or SOFT event, not a dry run, not
+    "another takeover is in progress" or a late report of a fault already moved away from (NOTHING)."""
     event = result.record.get("event")
-    return (result.label in TOLD and isinstance(event, dict) and event.get("state") == "CRITICAL"
-            and not result.record.get("dry_run") and result.record.get("decision") in ("act", "refuse"))
+    if not isinstance(event, dict) or event.get("state") != "CRITICAL" or result.record.get("dry_run"):
+        return False
+    decision = result.record.get("decision")
+    return decision in ("act", "refuse") or (decision == "wait" and event.get("state_type") == "HARD")
+
+
+def without_password() -> dict[str, str]:
+    """This environment less the re-probes' password: [notify] names its own (a file, or none)."""
+    return {key: value for key, value in os.environ.items() if key != runtime.PASSWORD_ENV}
 
 
 def announce(config: Config, result: Result, deadline: float) -> str | None:
@@ -298,7 +306,7 @@ def announce(config: Config, result: Result, deadline: float) -> str | None:
         "--state", str(event["state"]), "--record", "-", "--audit", str(config.audit), "-t", f"{max(timeout - 2, 1):g}"]
     try:
         done = subprocess.run(argv, input=json.dumps(result.record), capture_output=True, text=True,
-                              timeout=timeout, errors="replace")
+                              timeout=timeout, errors="replace", env=without_password())
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"cannot send the decision to on-call: {argv[0]}: {type(exc).__name__}"
     if done.returncode != 0:

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 TAIL_BYTES = 256 * 1024
 DECISIONS = ("act", "refuse", "wait")  # a decision on a problem ("nothing" is for OK events)
 ACTING = "acting"  # not a decision: a takeover fencing or moving now (see `acting`)
+ACTING_LONGEST = 600.0  # longer than any takeover's budget (290 s by default, Icinga kills at 300 s)
 
 Record = dict[str, object]
 
@@ -55,12 +56,15 @@ def acting(record: Record, **extra: object) -> Record:
     return record | {"decision": ACTING} | extra
 
 
-def in_progress(records: list[Record]) -> Record | None:
-    """The latest takeover that started to move and has no final record yet."""
+def in_progress(records: list[Record], now: float, longest: float = ACTING_LONGEST) -> Record | None:
+    """The latest takeover that started to move and has no final record yet, if it started less than
+    `longest` s ago (a takeover ends within its budget: an older start was killed mid-move)."""
     real = _real(records)
     for index in range(len(real) - 1, -1, -1):
         record = real[index]
         if record.get("decision") == ACTING:
+            if now - float(record.get("epoch", 0)) > longest:  # type: ignore[arg-type]
+                return None
             done = any(r.get("epoch") == record.get("epoch") and r.get("origin") == record.get("origin")
                        for r in real[index + 1:])
             return None if done else record
@@ -183,7 +187,7 @@ def problem_before(records: list[Record], host: str, service: str, changed: str)
         at = _epoch(event.get("changed")) if event and event.get("state_type") == "HARD" else None
         if at is not None and at < (_epoch(changed) or 0) and (latest is None or at >= latest[0]):
             latest = (at, event, record)  # type: ignore[assignment]
-    if latest and latest[1].get("state") == "CRITICAL" and latest[2].get("decision") in ("act", "refuse"):
+    if latest and latest[1].get("state") == "CRITICAL" and latest[2].get("decision") in ("act", "refuse", "wait"):
         return latest[2]
     return None
 
@@ -195,7 +199,8 @@ def deciding(records: list[Record], host: str, service: str) -> bool:
     for record in reversed(_real(records)):
         event = _about(record, host, service)
         if event is not None and event.get("state") != "OK":
-            return record.get("decision") in ("wait", ACTING) and event.get("state") == "CRITICAL"
+            return event.get("state") == "CRITICAL" and (record.get("decision") == ACTING or (
+                record.get("decision") == "wait" and event.get("state_type") == "SOFT"))
     return False
 
 

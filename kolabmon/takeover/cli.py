@@ -156,7 +156,7 @@ def takeover(config: Config, args: argparse.Namespace) -> int:
     deadline = time.monotonic() + budget
     result = take_over(config, Trigger(event, f"icinga on {socket.gethostname()}", args.output or "",
                                        dry_run=args.dry_run), budget)
-    untold = announce(config, result, deadline)
+    untold = announce(config, result, deadline + BUDGET_MARGIN - 2)  # a FAILED move ends at its deadline
     say(result.label, result.reason + (f" ({untold})" if untold else ""))
     return result.code
 

@@ -184,6 +184,8 @@ def load(path: str | Path) -> Config:
         raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config {path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config {path} is not UTF-8 text") from None
     _only(data, TOP_LEVEL, "at the top level")
     nodes_table = _get(data, "nodes", dict, "config")
     nodes: dict[str, str] = {}

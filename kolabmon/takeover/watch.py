@@ -37,6 +37,7 @@ from pathlib import Path
 
 from kolabmon import pacemaker, runtime
 from kolabmon.takeover import policy
+from kolabmon.takeover.action import Result, announce
 from kolabmon.takeover.config import Config, ConfigError, load
 
 DEFAULT_CONFIG = "/etc/kolabmon/takeover.toml"
@@ -254,7 +255,7 @@ class Watcher:
         event = policy.Event(node, service, "CRITICAL", "HARD", failures, failures)
 
         def work() -> None:
-            from kolabmon.takeover.action import Trigger, announce, take_over
+            from kolabmon.takeover.action import Trigger, take_over
 
             log(f"{node}: {service} {kind} ({line}): calling the takeover")
             try:
@@ -264,16 +265,20 @@ class Watcher:
                 self.last_result = f"takeover broke: {type(exc).__name__}: {exc}"
             else:
                 self.last_result = result.line
-                news = re.sub(r"[\d.]+", "#", result.line)  # a retry that decides the same is not news
-                if self.told.get(node) != news:
+                news = re.sub(r"\d+(\.\d+)?", "#", result.line)  # a retry that refuses the same is not news
+                if result.label in ("ACTED", "FAILED") or self.told.get(node) != news:
                     self.told[node] = news
-                    untold = announce(self.config, result, time.monotonic() + self.config.notify_timeout)
-                    if untold:
-                        log(untold)
+                    threading.Thread(target=self.tell, args=(result,), name="tell", daemon=True).start()
             log(self.last_result)
 
         self.worker = threading.Thread(target=work, name="takeover", daemon=True)
         self.worker.start()
+
+    def tell(self, result: Result) -> None:
+        """On-call's TAKEOVER message, off the takeover's thread (a slow mail server delays nothing)."""
+        untold = announce(self.config, result, time.monotonic() + self.config.notify_timeout)
+        if untold:
+            log(untold)
 
     def write_status(self) -> None:
         if self.status_file is None:

@@ -241,6 +241,12 @@ def test_a_mount_where_pacemaker_has_just_moved_the_group_is_no_split_brain(disk
         assert_plugin_output(run.out, run.rc)
         assert run.rc == state, run.out
     assert "split brain" in run.line  # the group runs on the other node: this mount is split brain
+    both = crm_mon.install(tmp_path / "both", crm_mon.group_on("node1", "node2"))
+    (both / "crm_node").write_text("#!/bin/sh\necho node1\n")
+    (both / "crm_node").chmod(0o755)
+    run = run_plugin("check_kolab_storage", "--path", str(disk.mnt), "--expect", "unmounted", "--fstype", "ext4",
+                     PATH=f"{both}:/usr/bin:/bin")
+    assert run.rc == 2 and "split brain" in run.line, run.out  # the group on both nodes is no excuse
     run = run_plugin("check_kolab_storage", "--path", str(disk.mnt), "--expect", "unmounted", "--fstype", "ext4",
                      PATH=f"{tmp_path / 'node1'}:/usr/bin:/bin")
     assert "read-write" in run.line and "the active node now (Pacemaker runs kolab here)" in run.line, run.line

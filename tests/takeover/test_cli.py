@@ -274,6 +274,17 @@ def test_a_lock_that_cannot_be_taken_for_a_moment_is_asked_for_again(monkeypatch
     flaky = Flaky(3)
     assert action.take_lock(flaky, "icinga on monitor", now + 60, now + 30) == (None, False)  # type: ignore[arg-type]
     assert flaky.calls == 4
+
+    class HeldThenFlaky(Flaky):  # an error, another holder for a while, an error again, then free
+        def acquire(self, origin: str, until: float) -> str | None:
+            self.calls += 1
+            if self.calls in (1, 30):
+                raise BackendError("cibadmin refused the lock: nsenter: cannot open /proc/1/ns/mnt")
+            return "watcher on node2" if self.calls < 31 else None
+
+    monkeypatch.setattr(action, "LOCK_ERROR_RETRY", 0.2)  # shorter than the wait for the holder
+    held = HeldThenFlaky(0)
+    assert action.take_lock(held, "icinga on monitor", now + 60, now + 30) == (None, True)  # type: ignore[arg-type]
     monkeypatch.setattr(action, "LOCK_ERROR_RETRY", 0.1)
     with pytest.raises(BackendError, match="cannot open"):  # a lasting failure is refused, briefly after
         action.take_lock(Flaky(10**6), "icinga on monitor", now + 60, now + 30)  # type: ignore[arg-type]

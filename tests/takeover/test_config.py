@@ -61,3 +61,10 @@ def test_every_table_refuses_unknown_keys() -> None:
 def test_missing_config() -> None:
     with pytest.raises(ConfigError, match="cannot read config /nonexistent.toml: No such file"):
         load("/nonexistent.toml")
+
+
+def test_a_config_that_is_not_utf8_is_one_line(tmp_path) -> None:
+    path = tmp_path / "takeover.toml"
+    path.write_bytes(b'cluster = "k\xe9"\n')
+    with pytest.raises(ConfigError, match="is not UTF-8 text"):
+        load(path)
