@@ -443,6 +443,11 @@ def test_next_step_is_about_the_node_a_node_local_check_runs_on(tmp_path: Path) 
                 "--state", "CRITICAL", *fenced, active="node2")[1]
     assert step == "node1 was fenced by the takeover: power it on, find out why it failed, then run: " \
                    "kolabmon-takeover recover node1."
+    dead = ["--type", "PROBLEM", "--host", "node2", "--node", "node2", "--service", "storage", "--state", "CRITICAL",
+            "--failover", "1", "--changed", "300", "--output", "STORAGE CRITICAL - node2 unreachable (on: node2 is "
+            "down); node1 says node2 is offline"]
+    assert told(log, *dead) == ("", "node2 does not answer: check its power and network (Pacemaker fences and "
+                                    "moves a dead node).")  # the passive node: no decision is coming
     survivor = ["--type", "PROBLEM", "--host", "node1", "--node", "node1", "--service", "heartbeat", "--state",
                 "CRITICAL", "--output", "HEARTBEAT CRITICAL - kolab active on node1, 1/2 nodes online, quorate "
                 "(node2 offline, all links to node2 down)"]

@@ -173,6 +173,13 @@ def after(record: dict, what: str) -> str:
     return f"kolabmon did nothing on this event ({reason})."
 
 
+def awaited(event: Event, active: str) -> bool:
+    """Does a decision on this event follow? A HARD CRITICAL of a failover-relevant service, unless it is
+    a node-local check of a node known not to run the group (the takeover moves nothing for it)."""
+    passive = bool(event.node and active and active != "none" and event.node not in active.split(","))
+    return event.failover and event.type == "PROBLEM" and event.state == "CRITICAL" and not passive
+
+
 def next_step(event: Event, takeover: Takeover, active: str) -> str:
     """One line: what the person on call does now, about the object the message is about. `active`
     is the node name(s), "none" or ""; a node-local check's node is `event.node`."""
@@ -209,9 +216,11 @@ def next_step(event: Event, takeover: Takeover, active: str) -> str:
     if " fenced by the takeover " in event.output:  # the node's own checks, whatever else is under way
         recover = f", then run: kolabmon-takeover recover {node}" if node in (source, moving_from(acting)) else ""
         return f"{node} was fenced by the takeover: power it on, find out why it failed{recover}."
-    if acting and not (event.failover and event.type == "PROBLEM" and event.state == "CRITICAL"):
+    if acting and not awaited(event, active):
         return f"{doing}: wait for its outcome (the next messages); if {what} still fails after it, check it{at}."
-    if event.failover and event.type == "PROBLEM" and event.state == "CRITICAL" and decision is None:
+    if (" fenced by " in event.output or " unreachable (" in event.output) and event.node:
+        return f"{node} does not answer: check its power and network (Pacemaker fences and moves a dead node)."
+    if awaited(event, active) and decision is None:
         then = ("its decision follows in a TAKEOVER message (none when another takeover already handles the "
                 "same fault)" if takeover.followup else
                 f"its decision goes to its audit log ({takeover.audit}) and the next notification only")
@@ -252,7 +261,7 @@ def takeover_subject(record: dict, what: str) -> str:
     return f"TAKEOVER {kind}: {what}: " + (f"group stays on {source}" if source != "?" else "nothing moved")
 
 
-def decision_text(event: Event, takeover: Takeover) -> str | None:
+def decision_text(event: Event, takeover: Takeover, active: str = "") -> str | None:
     """The Decision row: the decision on this event (or on the problem a recovery ends), pending, or none."""
     record = takeover.decision
     if record is not None and (label(record) != "NOTHING" or event.state == "CRITICAL"):
@@ -260,7 +269,7 @@ def decision_text(event: Event, takeover: Takeover) -> str | None:
         took_text = f", {took:g} s" if isinstance(took, int | float) else ""
         return f"{label(record)} at {_clock(record)} by {record.get('origin', 'kolabmon')}{took_text}: " \
                f"{record.get('reason', '')}"
-    if event.failover and event.type == "PROBLEM" and event.state == "CRITICAL":
+    if awaited(event, active):
         return "pending (kolabmon-takeover runs now" + (
             "; its decision follows in a TAKEOVER message)" if takeover.followup else ")")
     if takeover.deciding:
@@ -283,7 +292,7 @@ def compose(event: Event, takeover: Takeover, active: str) -> tuple[str, str, di
     if event.node:
         rows.append(("Node", event.node))
     rows.append(("Active node", active_text(active)))
-    decision = decision_text(event, takeover)
+    decision = decision_text(event, takeover, active)
     if decision:
         rows.append(("Decision", decision))
     rows.append(("Last takeover", takeover.line()))
