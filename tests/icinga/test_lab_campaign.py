@@ -81,8 +81,13 @@ class Run:
             return None if epoch is None else round(epoch - self.fault_at, 1)
         moved = next((r for r in self.decisions() if r.get("moved")), None)
         outage = self.client.outage(self.fault_at)
+        bad = self.first(self.client.what)  # Icinga's first non-OK check of what the client uses
+        decided = next((r for r in self.decisions() if r["decision"] in ("act", "refuse", "wait")
+                        and r["event"].get("state_type") == "HARD" and r["event"].get("state") == "CRITICAL"), None)
         found = {
             "class": name, "release": open("/etc/debian_version").read().strip(), "source": self.source,
+            "first_non_ok": at(bad.epoch) if bad else None,
+            "decided": at(decided.get("finished")) if decided else None,
             "client": self.client.what, "outage": outage and round(outage[1] - outage[0], 1),
             "client_back": at(outage[1]) if outage else None,
             "decisions": [{"at": at(r.get("finished")), "origin": r.get("origin"), "event": "{host}/{service} "
