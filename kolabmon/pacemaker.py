@@ -16,6 +16,10 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from kolabmon import runtime
+
 CRM_MON = ["crm_mon", "-1", "--output-as=xml",
            "--include=summary,options,nodes,resources,failures,failcounts,bans,fencing,attributes"]
 NOT_CONNECTED = {102, 107}  # crm_mon: "Not connected" / cluster stack down → CRITICAL, not UNKNOWN
@@ -260,6 +264,18 @@ def fenced(view: Status, node: str) -> str | None:
     by = "the takeover" if event.get("client", "").startswith("stonith_admin") else "Pacemaker"
     shown = time.strftime("%H:%M:%S" if time.time() - when < 86400 else "%Y-%m-%d %H:%M:%S", time.localtime(when))
     return f"{node} fenced by {by} at {shown}"
+
+
+def plugin_error(exc: ToolError | Unreachable, prefix: str, peers: Sequence[str], clock: runtime.Clock
+                 ) -> runtime.PluginError:
+    """How a node-local check reports a cluster tool it could not run: a missing or broken tool is
+    UNKNOWN; a node the prefix cannot reach is CRITICAL, in the one description (`unreachable`)."""
+    from kolabmon import runtime
+
+    if isinstance(exc, Unreachable):
+        clock.enter(f"asking the peers about {exc.node}")
+        return runtime.PluginError(unreachable(exc, prefix, peers, clock.for_child))
+    return runtime.PluginError(str(exc), runtime.UNKNOWN)
 
 
 def unreachable(exc: Unreachable, prefix: str, peers: Sequence[str], timeout: Callable[[], float]) -> str:

@@ -50,12 +50,8 @@ class PacemakerHeartbeat:
         clock.enter("reading crm_mon")
         try:
             status = pacemaker.status(args.command_prefix, args.hostname, clock.for_child())
-        except pacemaker.ToolError as exc:
-            raise runtime.PluginError(str(exc), runtime.UNKNOWN) from None
-        except pacemaker.Unreachable as exc:
-            clock.enter(f"asking the peers about {exc.node}")
-            raise runtime.PluginError(pacemaker.unreachable(exc, args.command_prefix, args.peers, clock.for_child)
-                                      ) from None
+        except (pacemaker.ToolError, pacemaker.Unreachable) as exc:
+            raise pacemaker.plugin_error(exc, args.command_prefix, args.peers, clock) from None
         except pacemaker.StackDown as exc:
             raise runtime.PluginError(str(exc)) from None
         findings = assess(status, args.group, args.nodes)

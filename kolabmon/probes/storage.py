@@ -307,12 +307,8 @@ def relay(args: argparse.Namespace, argv: Sequence[str], clock: runtime.Clock) -
     try:
         proc = pacemaker.run(args.command_prefix, args.hostname, remote, wait)
         pacemaker.reached(args.command_prefix, args.hostname, proc)
-    except pacemaker.ToolError as exc:
-        raise runtime.PluginError(str(exc), runtime.UNKNOWN) from None
-    except pacemaker.Unreachable as exc:
-        clock.enter(f"asking the peers about {exc.node}")
-        raise runtime.PluginError(pacemaker.unreachable(exc, args.command_prefix, args.peers, clock.for_child)
-                                  ) from None
+    except (pacemaker.ToolError, pacemaker.Unreachable) as exc:
+        raise pacemaker.plugin_error(exc, args.command_prefix, args.peers, clock) from None
     if proc.returncode not in (runtime.OK, runtime.WARNING, runtime.CRITICAL, runtime.UNKNOWN) \
             or not proc.stdout.strip():
         said = (proc.stderr.strip().splitlines() or ["nothing on stderr"])[-1]
