@@ -455,21 +455,23 @@ def test_next_step_is_about_the_node_a_node_local_check_runs_on(tmp_path: Path) 
                                        "stack); until it is back nothing can take over if node1 fails.")
 
 
-def test_a_takeover_message_says_what_was_decided(tmp_path: Path) -> None:
-    record = decided(time.time(), "200", fenced=True, second_opinion={"exit": 2, "line": "IMAP CRITICAL - hung"})
+def takeover_mail(tmp_path: Path, record: dict, active: str) -> tuple[str, str]:
+    """Subject and body of the TAKEOVER message kolabmon-takeover sends for `record`."""
     path = tmp_path / "record.json"
     path.write_text(json.dumps(record))
     about = event("--type", "TAKEOVER", "--host", "kolab-cluster", "--service", "imap", "--state", "CRITICAL",
                   "--record", str(path))
-    subject, body, _ = message.compose(about, message.read_audit(str(tmp_path / "none"), about), "node2")
+    subject, body, _ = message.compose(about, message.read_audit(str(tmp_path / "none"), about), active)
+    return subject, body
+
+
+def test_a_takeover_message_says_what_was_decided(tmp_path: Path) -> None:
+    record = decided(time.time(), "200", fenced=True, second_opinion={"exit": 2, "line": "IMAP CRITICAL - hung"})
+    subject, body = takeover_mail(tmp_path, record, "node2")
     assert subject == "[kolabmon] TAKEOVER MOVED: imap on kolab-cluster: group node1 -> node2, node1 fenced"
     assert "Trigger:         icinga on monitor: imap on kolab-cluster HARD CRITICAL: IMAP CRITICAL - hung" in body
     assert "(node1 was fenced: power it on)" in body and "kolabmon-takeover recover node1" in body
-    record = decided(time.time(), "200", "refuse")
-    path.write_text(json.dumps(record))
-    about = event("--type", "TAKEOVER", "--host", "kolab-cluster", "--service", "imap", "--state", "CRITICAL",
-                  "--record", str(path))
-    subject, body, _ = message.compose(about, message.read_audit(str(tmp_path / "none"), about), "node1")
+    subject, body = takeover_mail(tmp_path, decided(time.time(), "200", "refuse"), "node1")
     assert subject == "[kolabmon] TAKEOVER REFUSED: imap on kolab-cluster: group stays on node1"
     assert "passive node node2 is offline" in body
 

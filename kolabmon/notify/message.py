@@ -55,15 +55,14 @@ class Takeover:
         return f"{_when(self.last_move)} {self.last_move.get('reason', '(no reason recorded)')}{still}"
 
 
-def moved_from(record: dict | None) -> str | None:
-    if not record or not record.get("moved"):
-        return None
-    return (record.get("cluster_state") or {}).get("active")
-
-
 def moving_from(record: dict | None) -> str | None:
-    """The node a takeover in progress is taking the group away from."""
+    """The node a takeover (in progress or done) takes the group away from: the active node it saw."""
     return ((record or {}).get("cluster_state") or {}).get("active")
+
+
+def moved_from(record: dict | None) -> str | None:
+    """The node the group left, if that takeover moved it."""
+    return moving_from(record) if record and record.get("moved") else None
 
 
 def label(record: dict) -> str:

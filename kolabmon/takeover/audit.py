@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 # How much of the log a reader looks at: its end, this many bytes, whole lines only. The log only
 # grows, and a few hundred records reach back further than the cool-down or a notification cares.
 TAIL_BYTES = 256 * 1024
-DECISIONS = ("act", "refuse", "wait")  # a decision on a problem ("nothing" is for OK events)
 ACTING = "acting"  # not a decision: a takeover fencing or moving now (see `acting`)
 ACTING_LONGEST = 600.0  # longer than any takeover's budget (290 s by default, Icinga kills at 300 s)
 
@@ -145,26 +144,9 @@ def _real(records: list[Record]) -> list[Record]:
     return [record for record in records if not record.get("dry_run")]
 
 
-def last_move(records: list[Record]) -> Record | None:
-    """The latest move kolabmon made: the group did move (not a dry run, not a failed attempt)."""
-    return next((r for r in reversed(_real(records)) if r.get("moved")), None)
-
-
 def last_takeover(records: list[Record]) -> Record | None:
     """The latest takeover kolabmon decided on an event, whether the group moved or the move failed."""
     return next((r for r in reversed(_real(records)) if r.get("decision") == "act" and "event" in r), None)
-
-
-def last_decision(records: list[Record]) -> Record | None:
-    """The latest decision on a problem: not "nothing to do" on an OK, nor waiting out a SOFT state."""
-    return next((r for r in reversed(_real(records)) if _on_a_problem(r)), None)
-
-
-def _on_a_problem(record: Record) -> bool:
-    if record.get("decision") == "error":
-        return True
-    event = record.get("event")
-    return isinstance(event, dict) and record.get("decision") in DECISIONS and event.get("state_type") != "SOFT"
 
 
 def decision_on(records: list[Record], host: str, service: str, changed: str) -> Record | None:
@@ -181,11 +163,12 @@ def decision_on(records: list[Record], host: str, service: str, changed: str) ->
 def problem_before(records: list[Record], host: str, service: str, changed: str) -> Record | None:
     """For a recovery (its HARD state changed at `changed`): the decision on the HARD problem it ends,
     if the last HARD event of this service before it was that problem."""
+    until = _epoch(changed) or 0
     latest: tuple[float, dict, Record] | None = None
     for record in _real(records):
         event = _about(record, host, service)
         at = _epoch(event.get("changed")) if event and event.get("state_type") == "HARD" else None
-        if at is not None and at < (_epoch(changed) or 0) and (latest is None or at >= latest[0]):
+        if at is not None and at < until and (latest is None or at >= latest[0]):
             latest = (at, event, record)  # type: ignore[assignment]
     if latest and latest[1].get("state") == "CRITICAL" and latest[2].get("decision") in ("act", "refuse", "wait"):
         return latest[2]

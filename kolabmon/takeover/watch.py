@@ -37,7 +37,7 @@ from pathlib import Path
 
 from kolabmon import pacemaker, runtime
 from kolabmon.takeover import policy
-from kolabmon.takeover.action import Result, announce
+from kolabmon.takeover.action import Result, Trigger, announce, take_over
 from kolabmon.takeover.config import Config, ConfigError, load
 
 DEFAULT_CONFIG = "/etc/kolabmon/takeover.toml"
@@ -255,8 +255,6 @@ class Watcher:
         event = policy.Event(node, service, "CRITICAL", "HARD", failures, failures)
 
         def work() -> None:
-            from kolabmon.takeover.action import Trigger, take_over
-
             log(f"{node}: {service} {kind} ({line}): calling the takeover")
             try:
                 result = take_over(self.config, Trigger(event, f"watcher on {self.node}", line, confirmed=True,
