@@ -16,7 +16,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from kolabmon import runtime
@@ -46,6 +46,7 @@ class Result:
     reason: str
     code: int    # 0 acted or nothing to do, 1 refused or waiting, 2 failed
     record: audit.Record = field(default_factory=dict, compare=False)  # what went into the audit log
+    told: bool = False  # on-call has had its TAKEOVER message already (announce sends none again)
 
     @property
     def line(self) -> str:
@@ -239,7 +240,7 @@ def act(config: Config, trigger: Trigger, backend: Backend, record: audit.Record
         announce(config, done, time.monotonic() + min(config.notify_timeout, 10.0))  # this process dies next
         why = backend.fence(source, target, fence_timeout)
         if why is None:
-            return done  # (this process dies with its node first)
+            return replace(done, told=True)  # (this process dies with its node first)
         # still alive: nothing was fenced, and without the lock this call moves nothing
         record.pop("moved", None)
         return finish(policy.ACT, f"fencing {source} (this node) was refused: {why}; nothing moved", EXIT_FAILED,
@@ -295,7 +296,7 @@ def without_password() -> dict[str, str]:
 def announce(config: Config, result: Result, deadline: float) -> str | None:
     """Send the decision as on-call's TAKEOVER message through [notify] (kolabmon-notify, the record
     on its stdin); None when sent or nothing to send, else why not (for the caller's log)."""
-    if not config.notify or not worth_telling(result):
+    if not config.notify or result.told or not worth_telling(result):
         return None
     event: dict = result.record["event"]  # type: ignore[assignment]  # worth_telling checked it
     timeout = min(config.notify_timeout, deadline - time.monotonic())

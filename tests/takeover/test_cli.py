@@ -288,3 +288,20 @@ def test_a_lock_that_cannot_be_taken_for_a_moment_is_asked_for_again(monkeypatch
     monkeypatch.setattr(action, "LOCK_ERROR_RETRY", 0.1)
     with pytest.raises(BackendError, match="cannot open"):  # a lasting failure is refused, briefly after
         action.take_lock(Flaky(10**6), "icinga on monitor", now + 60, now + 30)  # type: ignore[arg-type]
+
+
+def test_a_decision_already_told_is_not_told_again(world, tmp_path: Path) -> None:
+    # the handler that fences its own node tells on-call before the fence; its caller must not repeat it
+    from kolabmon.takeover import action
+    from kolabmon.takeover.config import load
+
+    told = tmp_path / "told"
+    with world["config"].open("a") as config:
+        script = f"open({str(told)!r}, 'a').write('x')"
+        config.write(f"[notify]\ncommand = {json.dumps([PY, '-c', script])}\n")
+    record = {"event": {"host": "kolab-cluster", "service": "imap", "state": "CRITICAL", "state_type": "HARD"},
+              "decision": "act", "dry_run": False}
+    result = action.Result("ACTED", "fencing node1 (this node) at once", 0, record, told=True)
+    assert action.announce(load(world["config"]), result, time.monotonic() + 10) is None and not told.exists()
+    fresh = action.Result("ACTED", "fencing node1 (this node) at once", 0, record)
+    assert action.announce(load(world["config"]), fresh, time.monotonic() + 10) is None and told.read_text() == "x"
