@@ -9,22 +9,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lab.topology import CLUSTER_IP
+from lab import takeover_config
 
 if TYPE_CHECKING:
     from lab.cluster import Cluster
 
-ROOT = Path(__file__).resolve().parent.parent
-BIN = ROOT / ".venv" / "bin"
-USER = "user1@example.org"
-
 
 def imap_login(secret: Path) -> list[str]:
-    """A mail user's IMAP login on the cluster IP (STARTTLS, the lab CA); the password from `secret`."""
-    from lab.cluster import make_certs
-
-    return [str(BIN / "check_kolab_imap"), "-H", CLUSTER_IP, "--starttls", "--ca-file", str(make_certs().ca),
-            "-u", USER, "--password-file", str(secret), "-t", "1"]
+    """A mail user's IMAP login on the cluster IP (the takeover's own IMAP check), 1 s timeout; the
+    password from `secret`."""
+    return [*takeover_config.imap_check("1"), "--password-file", str(secret)]
 
 
 class ClientWatch(threading.Thread):

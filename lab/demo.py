@@ -77,7 +77,7 @@ def run_demo(workdir: Path) -> int:
         # Icinga's takeover config without [notify]: the on-call mailbox is on the monitoring host's
         # loopback, which the nodes cannot reach (a site's [notify] names its mail relay)
         config = takeover_config.write(icinga.dir / "takeover", cooldown=300, fence=True, name="watcher.toml")
-        say(f"   started in {watcher.enable(cluster, config):.1f} s, with Icinga's takeover config")
+        say(f"   started in {watcher.enable(cluster, config):.1f} s, with Icinga's takeover settings (no [notify])")
         watch = ClientWatch(cluster, imap_login(icinga.dir / "takeover" / "imap.pw"))
         watch.start()
         time.sleep(2)

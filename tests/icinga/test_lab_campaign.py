@@ -23,7 +23,8 @@ import pytest
 from lab import cluster as lab
 from lab import icinga as lab_icinga
 from lab import servers
-from lab.client_watch import BIN, ClientWatch, imap_login
+from lab.client_watch import ClientWatch, imap_login
+from lab.takeover_config import BIN
 
 CLUSTER_HOST = "kolab-cluster"
 HARD_WITHIN = 25.0  # seconds from the fault to a HARD state of a hung service (about 20 s, see above)
