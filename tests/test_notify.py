@@ -269,12 +269,31 @@ def test_one_failed_channel_fails_the_notification_but_not_the_other(postfix, do
     ([*PROBLEM, "--to", ONCALL, "--tls", "--starttls"], "not allowed with argument"),
     ([*PROBLEM, "--to", ONCALL, "--bogus"], "unrecognized arguments: --bogus"),
     ([*PROBLEM, "--to", ONCALL, "--failover", "yes"], "argument --failover: must be 0 or 1, not 'yes'"),
+    ([*PROBLEM, "--to", ONCALL, "--changed", "$service.last_hard_state_change$"],
+     "--changed is an unresolved Icinga macro"),
+    (["--type", "TAKEOVER", *PROBLEM[2:], "--to", ONCALL], "--type TAKEOVER goes with --record"),
+    ([*PROBLEM, "--to", ONCALL, "--record", "/nonexistent/record.json"], "--type TAKEOVER goes with --record"),
+    (["--type", "TAKEOVER", *PROBLEM[2:], "--to", ONCALL, "--record", "/nonexistent/record.json"],
+     "cannot read --record /nonexistent/record.json"),
 ])
 def test_bad_macros_and_usage_are_unknown_in_one_line(args: list[str], words: str) -> None:
     run = notify_run(*args)
     assert_plugin_output(run.out, run.rc)
     assert run.rc == 3 and run.out.count("\n") == 1, run.out
     assert words in run.line
+
+
+@pytest.mark.parametrize(("record", "words"), [
+    ("not json", "is not one JSON object"),
+    ('{"decision": "act"}', "is not a takeover decision (no event or decision)"),
+    ("[1, 2]", "is not a takeover decision"),
+])
+def test_a_bad_takeover_record_on_stdin_is_unknown_in_one_line(record: str, words: str) -> None:
+    proc = subprocess.run([str(BIN / "kolabmon-notify"), "--type", "TAKEOVER", *PROBLEM[2:], "--to", ONCALL,
+                           "--record", "-"], input=record, capture_output=True, text=True, env=clean_env(), timeout=30)
+    assert_plugin_output(proc.stdout, proc.returncode)
+    assert proc.returncode == 3 and proc.stdout.count("\n") == 1 and words in proc.stdout, proc.stdout
+    assert "Traceback" not in proc.stdout + proc.stderr
 
 
 def test_help_and_version_exit_unknown_without_mail_or_http_imports() -> None:

@@ -190,6 +190,8 @@ def test_a_second_opinion_the_prefix_cannot_run_moves_nothing(world, tmp_path) -
     ([a if a != "kolab-cluster" else "" for a in HARD], "--host is empty"),
     ([*HARD, "--flapping", "maybe"], "--flapping: must be 0 or 1"),
     ([*HARD, "; rm -rf /"], "unrecognized arguments"),
+    ([*HARD, "--changed", "$service.last_hard_state_change$"], "--changed '$service.last_hard_state_change$' is not "
+                                                                 "an epoch"),
 ])
 def test_bad_macros_are_one_line_exit_3_and_change_nothing(world, args, words) -> None:
     proc = takeover(world, *args)
@@ -205,7 +207,8 @@ def test_bad_config_is_exit_3(tmp_path) -> None:
     assert proc.returncode == 3 and "cannot read config" in proc.stdout
 
 
-@pytest.mark.parametrize("name", ["unknown-key", "unknown-key-node", "unknown-key-service", "unknown-key-commands"])
+@pytest.mark.parametrize("name", ["unknown-key", "unknown-key-node", "unknown-key-service", "unknown-key-commands",
+                                  "unknown-key-notify"])
 def test_unknown_key_is_exit_3_in_one_line_naming_its_table(name: str) -> None:
     path = Path(__file__).parent / "bad-configs" / f"{name}.toml"
     proc = subprocess.run([str(BIN / "kolabmon-takeover"), "--config", str(path), *HARD],
