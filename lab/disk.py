@@ -10,7 +10,7 @@ import shutil
 import time
 from pathlib import Path
 
-from lab import dovecot, nginx, postfix, slapd, tls
+from lab import dovecot, nginx, postfix, seed, slapd, tls
 from lab.accounts import LAB_DOMAIN, MAIL_UID, USERS
 from lab.topology import (
     CERT_SAN,
@@ -42,7 +42,7 @@ def _seed_maildir(home: Path, user: str, count: int) -> None:
     now = time.time()
     for i in range(1, count + 1):
         path = maildir / "new" / f"{int(now)}.M{i}P{os.getpid()}.kolab"
-        path.write_bytes(dovecot.seed_message(user, i).as_bytes())
+        path.write_bytes(seed.seed_message(user, i).as_bytes())
         path.chmod(0o600)
     for path in [home, *home.rglob("*")]:
         os.chown(path, MAIL_UID, MAIL_UID)
@@ -83,8 +83,8 @@ def _make_seed(certs: tls.Certs) -> Path:
     etc = mkdir(p / "etc")
     mkdir(p / "spool")
     shutil.chown(mkdir(p / "data"), "postfix", "postfix")
-    dovecot_at = (CLUSTER_IP, PORTS)
-    main = postfix.main_cf(SHARED / "postfix", CLUSTER_IP, dovecot_at, certs.cert, certs.key, NODELOG / "maillog",
+    main = postfix.main_cf(SHARED / "postfix", CLUSTER_IP, (CLUSTER_IP, PORTS["lmtp"]),
+                           postfix.dovecot_sasl(CLUSTER_IP, PORTS["auth"]), certs.cert, certs.key, NODELOG / "maillog",
                            f"kolab.{LAB_DOMAIN}", peername_lookup=False)
     postfix.write_config(etc, main, postfix.master_cf(CLUSTER_IP, PORTS))
 

@@ -3,20 +3,17 @@ and the cluster, and a single-host instance on loopback."""
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import os
 import shutil
-import smtplib
-from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
 from pathlib import Path
 
 from lab import release
 from lab.accounts import LAB_DOMAIN, MAIL_UID, USERS
 from lab.launch import Server, claim, launch
+from lab.seed import seed_messages
 from lab.tls import Certs
-from lab.util import LabError, fresh_dir, make_traversable, mkdir, run, tail, write
+from lab.util import fresh_dir, make_traversable, mkdir, run, write
 
 DOVECOT_DH = Path("/usr/share/dovecot/dh.pem")
 
@@ -106,30 +103,6 @@ def write_users(path: Path, homes: Path) -> Path:
                         for user, pw in USERS.items()), 0o640)
     shutil.chown(path, "root", "dovecot")
     return path
-
-
-def seed_message(user: str, i: int) -> EmailMessage:
-    """The ``i``-th seed message for ``user`` (the single-host lab delivers it, the cluster's disk
-    holds it in the Maildir)."""
-    msg = EmailMessage()
-    msg["From"] = f"lab@{LAB_DOMAIN}"
-    msg["To"] = user
-    msg["Subject"] = f"lab seed message {i}"
-    msg["Date"] = format_datetime(dt.datetime.now(dt.UTC))
-    msg["Message-ID"] = make_msgid(domain=LAB_DOMAIN)
-    msg.set_content(f"Seed message {i} for {user}.\n")
-    return msg
-
-
-def seed_messages(server: Server, user: str, n: int) -> None:
-    """Deliver ``n`` small messages to ``user`` through the Dovecot's LMTP port."""
-    try:
-        with smtplib.LMTP(server.host, server.ports["lmtp"], timeout=10) as lmtp:
-            for i in range(1, n + 1):
-                lmtp.sendmail(f"lab@{LAB_DOMAIN}", [user], seed_message(user, i).as_bytes())
-    except (OSError, smtplib.SMTPException) as exc:
-        raise LabError(f"{server.name}: LMTP delivery to {user} failed: {exc}"
-                       f" [{tail(server.root / 'dovecot.log')}]") from exc
 
 
 def start_dovecot(root: Path, certs: Certs, cert: str = "good",

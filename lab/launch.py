@@ -19,7 +19,7 @@ STOP_TIMEOUT = 10.0
 
 # comm name of the recorded PID per server kind, checked before signalling a PID we did not spawn
 _COMM = {"dovecot": "dovecot", "slapd": "slapd", "postfix": "master", "nginx": "nginx",
-         "dnsmasq": "dnsmasq"}
+         "dnsmasq": "dnsmasq", "cyrus": "master", "saslauthd": "saslauthd"}
 _STOP_SIGNAL = {"slapd": signal.SIGINT}
 # Popen objects of servers started by this process (to reap them)
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
@@ -195,7 +195,7 @@ class Server:
 
     @property
     def kind(self) -> str:
-        """Server kind: dovecot, slapd, postfix, nginx or dnsmasq."""
+        """Server kind: dovecot, cyrus, saslauthd, slapd, postfix, nginx or dnsmasq."""
         return self.name.split("-")[0]
 
     def stop(self) -> None:

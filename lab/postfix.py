@@ -1,5 +1,6 @@
-"""Postfix (smtp with STARTTLS, smtps, and submission in the cluster) delivering example.org to
-Dovecot's LMTP: main.cf and master.cf, written once for the single-host lab and the cluster, and a
+"""Postfix (smtp with STARTTLS, smtps, and submission in the cluster) delivering example.org over
+LMTP to Cyrus (SMTP AUTH through Cyrus SASL and saslauthd, as Kolab runs it) or to Dovecot (its
+SASL): main.cf and master.cf, written once for the single-host lab and the cluster, and a
 single-host instance on loopback."""
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from lab.accounts import LAB_DOMAIN, USERS
 from lab.launch import Server, claim, launch
+from lab.saslauthd import smtpd_conf
 from lab.tls import Certs
 from lab.util import fresh_dir, make_traversable, mkdir, run_with_tty, write
 
@@ -62,14 +64,25 @@ def master_cf(host: str, ports: dict[str, int]) -> str:
     return listeners + _SERVICES + submission
 
 
-def main_cf(d: Path, host: str, dovecot: tuple[str, dict[str, int]], cert: Path, key: Path, maillog: Path,
-            myhostname: str, peername_lookup: bool = True) -> str:
-    """main.cf for a Postfix whose etc/, spool/ and data/ are under ``d``, listening on ``host`` and
-    delivering to (and authenticating through) the Dovecot at ``dovecot`` = (host, ports lmtp/auth).
+def dovecot_sasl(host: str, port: int) -> str:
+    """main.cf's SASL lines for Dovecot's auth service over TCP."""
+    return f"smtpd_sasl_type = dovecot\nsmtpd_sasl_path = inet:{host}:{port}\n"
 
-    AUTH (Dovecot SASL over TCP) only after TLS; outbound mail is an error (550 at RCPT).
+
+def cyrus_sasl(etc: Path) -> str:
+    """main.cf's SASL lines for Cyrus SASL, whose smtpd.conf (lab/saslauthd.py) is ``etc``/sasl/:
+    Debian 12's Postfix looks there and ignores cyrus_sasl_config_path, 13's honours only that."""
+    return f"smtpd_sasl_type = cyrus\nsmtpd_sasl_path = smtpd\ncyrus_sasl_config_path = {etc}/sasl\n"
+
+
+def main_cf(d: Path, host: str, lmtp: tuple[str, int], sasl: str, cert: Path, key: Path, maillog: Path,
+            myhostname: str, peername_lookup: bool = True) -> str:
+    """main.cf for a Postfix whose etc/, spool/ and data/ are under ``d``, listening on ``host``,
+    delivering to the LMTP server at ``lmtp`` (host, port) and authenticating through ``sasl``
+    (dovecot_sasl or cyrus_sasl).
+
+    AUTH only after TLS; outbound mail is an error (550 at RCPT).
     """
-    dv_host, dv_ports = dovecot
     # 127.0.0.2.. are not interface addresses; Postfix only accepts those here
     interfaces = "loopback-only" if host.startswith("127.") else host
     # no resolver in the cluster lab: a reverse lookup of each client would only time out
@@ -97,12 +110,10 @@ default_transport = error:outbound mail disabled in lab
 relay_transport = error:outbound mail disabled in lab
 virtual_mailbox_domains = {LAB_DOMAIN}
 virtual_mailbox_maps = texthash:{d}/etc/vmailbox
-virtual_transport = lmtp:inet:{dv_host}:{dv_ports['lmtp']}
+virtual_transport = lmtp:inet:{lmtp[0]}:{lmtp[1]}
 smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination
 smtpd_sasl_auth_enable = yes
-smtpd_sasl_type = dovecot
-smtpd_sasl_path = inet:{dv_host}:{dv_ports['auth']}
-smtpd_tls_auth_only = yes
+{sasl}smtpd_tls_auth_only = yes
 smtpd_tls_security_level = may
 smtpd_tls_cert_file = {cert}
 smtpd_tls_key_file = {key}
@@ -111,20 +122,25 @@ smtp_tls_security_level = none
 {lookups}"""
 
 
-def write_config(etc: Path, main: str, master: str) -> None:
-    """Write main.cf, master.cf and vmailbox (the lab's USERS) into ``etc``, dated a minute back:
-    Postfix waits for a main.cf modified "now" to settle."""
+def write_config(etc: Path, main: str, master: str, smtpd_conf: str | None = None) -> None:
+    """Write main.cf, master.cf, vmailbox (the lab's USERS) and, for Cyrus SASL, sasl/smtpd.conf
+    into ``etc``, dated a minute back: Postfix waits for a main.cf modified "now" to settle."""
     write(etc / "main.cf", main)
     write(etc / "master.cf", master)
     write(etc / "vmailbox", "".join(f"{user} lmtp\n" for user in USERS))
+    if smtpd_conf is not None:
+        write(mkdir(etc / "sasl") / "smtpd.conf", smtpd_conf)
     past = time.time() - 60
     for path in etc.iterdir():
         os.utime(path, (past, past))
 
 
-def start_postfix(root: Path, certs: Certs, dovecot: Server, host: str = "127.0.0.1") -> Server:
-    """Start Postfix (smtp with STARTTLS, smtps) delivering example.org to ``dovecot``'s LMTP."""
-    d = mkdir(Path(root) / "postfix")
+def start_postfix(root: Path, certs: Certs, imap: Server, host: str = "127.0.0.1",
+                  mux: Path | None = None) -> Server:
+    """Start Postfix (smtp with STARTTLS, smtps) delivering example.org to ``imap``'s LMTP port,
+    with SMTP AUTH through the saslauthd at ``mux`` (Cyrus, as Kolab) or else Dovecot's SASL."""
+    name = "postfix" if imap.kind == "dovecot" else f"postfix-{imap.kind}"
+    d = mkdir(Path(root) / name)
     make_traversable(d)
     claim(d, "postfix")
     etc = fresh_dir(d / "etc")
@@ -134,12 +150,14 @@ def start_postfix(root: Path, certs: Certs, dovecot: Server, host: str = "127.0.
     maillog, out = d / "maillog", d / "postfix.out"
     for path in (maillog, out):
         path.write_text("")
+    sasl = cyrus_sasl(etc) if mux else dovecot_sasl(imap.host, imap.ports["auth"])
 
     def prepare(ports: dict[str, int]) -> list[str]:
-        main = main_cf(d, host, (dovecot.host, dovecot.ports), certs.cert, certs.key, maillog, f"lab.{LAB_DOMAIN}")
-        write_config(etc, main, master_cf(host, ports))
-        run_with_tty("postfix", ["postfix", "-c", str(etc), "check"], out)
+        main = main_cf(d, host, (imap.host, imap.ports["lmtp"]), sasl, certs.cert, certs.key, maillog,
+                       f"lab.{LAB_DOMAIN}")
+        write_config(etc, main, master_cf(host, ports), smtpd_conf(mux) if mux else None)
+        run_with_tty(name, ["postfix", "-c", str(etc), "check"], out)
         return [str(POSTFIX_MASTER), "-c", str(etc)]
 
-    return launch("postfix", d, host, ["smtp", "smtps"], prepare, [out, maillog],
+    return launch(name, d, host, ["smtp", "smtps"], prepare, [out, maillog],
                   banner=("smtp", b"220 "))

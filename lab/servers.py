@@ -44,11 +44,14 @@ from lab.accounts import (  # noqa: E402, F401
     MAIL_UID,
     USERS,
 )
+from lab.cyrus import start_cyrus  # noqa: E402, F401
 from lab.dnsmasq import DEFAULT_DNS_RECORDS, start_dnsmasq  # noqa: E402, F401
-from lab.dovecot import dovecot_version, seed_messages, start_dovecot  # noqa: E402, F401
+from lab.dovecot import dovecot_version, start_dovecot  # noqa: E402, F401
 from lab.launch import READY_TIMEOUT, STOP_TIMEOUT, Server, free_port, running, stop_servers, wait_port  # noqa: E402, F401
 from lab.nginx import start_nginx, write_freebusy  # noqa: E402, F401
 from lab.postfix import start_postfix  # noqa: E402, F401
+from lab.saslauthd import mux, start_saslauthd  # noqa: E402, F401
+from lab.seed import seed_messages  # noqa: E402, F401
 from lab.slapd import start_slapd  # noqa: E402, F401
 from lab.tls import CERT_VARIANTS, SAN, Certs, make_certs  # noqa: E402, F401
 from lab.util import LabError, mkdir, run, write  # noqa: E402, F401

@@ -29,6 +29,21 @@ PRESEED
   if [ -n "$policy_added" ]; then rm -f /usr/sbin/policy-rc.d; fi
 fi
 
+# Cyrus's imapd without the cyrus-imapd package (it would remove dovecot-imapd): the .deb of the
+# installed cyrus-common's version, unpacked once into its own directory; lab/cyrus.py runs it
+# through the version-free link
+cyrus_lab=/usr/local/lib/kolabmon-lab
+cyrus_version=$(dpkg-query -W -f='${Version}' cyrus-common)
+if [ ! -x "$cyrus_lab/cyrus-imapd-$cyrus_version/usr/lib/cyrus/bin/imapd" ]; then
+  echo "setup: unpacking the imapd of cyrus-imapd $cyrus_version" >&2
+  scratch=$(mktemp -d) && chmod 755 "$scratch"  # apt downloads as _apt
+  (cd "$scratch" && apt-get download -q "cyrus-imapd=$cyrus_version" >&2)
+  mkdir -p "$cyrus_lab"
+  dpkg-deb -x "$scratch"/cyrus-imapd_*.deb "$cyrus_lab/cyrus-imapd-$cyrus_version"
+  rm -rf "$scratch"
+fi
+ln -sfn "cyrus-imapd-$cyrus_version" "$cyrus_lab/cyrus-imapd"
+
 stamp=.venv/.kolabmon-installed
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then

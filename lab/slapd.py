@@ -8,7 +8,16 @@ import hashlib
 import os
 from pathlib import Path
 
-from lab.accounts import LDAP_ADMIN_DN, LDAP_ADMIN_PASSWORD, LDAP_BASE, LDAP_SERVICE_DN, LDAP_SERVICE_PASSWORD, USERS
+from lab.accounts import (
+    CYRUS_ADMIN,
+    CYRUS_ADMIN_PASSWORD,
+    LDAP_ADMIN_DN,
+    LDAP_ADMIN_PASSWORD,
+    LDAP_BASE,
+    LDAP_SERVICE_DN,
+    LDAP_SERVICE_PASSWORD,
+    USERS,
+)
 from lab.launch import Server, claim, launch
 from lab.tls import Certs
 from lab.util import fresh_dir, make_traversable, mkdir, run, write
@@ -22,7 +31,9 @@ def ssha(password: str) -> str:
 
 
 def ldap_ldif() -> str:
-    """The lab's directory: base, People, Special Users, the service DN and one entry per user."""
+    """The lab's directory: base, People, Special Users (the service DN, Cyrus's admin) and one
+    entry per user. Kolab's users are kolabInetOrgPerson; Debian ships no Kolab schema, so they
+    are inetOrgPerson with the attributes Kolab's logins use (uid, mail, userPassword)."""
     entries = [
         f"dn: {LDAP_BASE}\nobjectClass: dcObject\nobjectClass: organization\n"
         "o: Example Org\ndc: example\n",
@@ -30,6 +41,9 @@ def ldap_ldif() -> str:
         f"dn: ou=Special Users,{LDAP_BASE}\nobjectClass: organizationalUnit\nou: Special Users\n",
         f"dn: {LDAP_SERVICE_DN}\nobjectClass: inetOrgPerson\nuid: kolab-service\n"
         f"cn: Kolab Service\nsn: Service\nuserPassword: {ssha(LDAP_SERVICE_PASSWORD)}\n",
+        f"dn: uid={CYRUS_ADMIN},ou=Special Users,{LDAP_BASE}\nobjectClass: inetOrgPerson\n"
+        f"uid: {CYRUS_ADMIN}\ncn: Cyrus Administrator\nsn: Administrator\n"
+        f"userPassword: {ssha(CYRUS_ADMIN_PASSWORD)}\n",
     ]
     for n, (mail, password) in enumerate(USERS.items(), start=1):
         uid = mail.split("@")[0]

@@ -45,6 +45,25 @@ def postfix(request: pytest.FixtureRequest, lab_root: Path, certs: servers.Certs
 
 
 @pytest.fixture(scope="session")
+def saslauthd(request: pytest.FixtureRequest, lab_root: Path, slapd: servers.Server) -> servers.Server:
+    return _started(request, servers.start_saslauthd(lab_root, slapd))
+
+
+@pytest.fixture(scope="session")
+def cyrus(request: pytest.FixtureRequest, lab_root: Path, certs: servers.Certs,
+          saslauthd: servers.Server) -> servers.Server:
+    """Cyrus IMAP as Kolab runs it: logins through saslauthd against the lab's slapd."""
+    return _started(request, servers.start_cyrus(lab_root, certs, servers.mux(saslauthd)))
+
+
+@pytest.fixture(scope="session")
+def cyrus_postfix(request: pytest.FixtureRequest, lab_root: Path, certs: servers.Certs,
+                  cyrus: servers.Server, saslauthd: servers.Server) -> servers.Server:
+    """Postfix delivering to Cyrus over LMTP, SMTP AUTH through saslauthd."""
+    return _started(request, servers.start_postfix(lab_root, certs, cyrus, mux=servers.mux(saslauthd)))
+
+
+@pytest.fixture(scope="session")
 def nginx(request: pytest.FixtureRequest, lab_root: Path, certs: servers.Certs) -> servers.Server:
     return _started(request, servers.start_nginx(lab_root, certs))
 
