@@ -1,5 +1,6 @@
-"""The Pacemaker resource agent ocf:kolabmon:watcher (the file `watcher` beside this module) and
-installing it where Pacemaker looks for the agents of provider `kolabmon`."""
+"""The Pacemaker resource agents of provider `kolabmon` (the files beside this module) and installing
+them where Pacemaker looks for them: ocf:kolabmon:watcher (kolabmon's resident watcher) and, for a
+Kolab cluster's own services, ocf:kolabmon:cyrus-imapd and ocf:kolabmon:saslauthd."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import tempfile
 from pathlib import Path
 
 AGENT = Path(__file__).with_name("watcher")
+SERVICE_AGENTS = ("cyrus-imapd", "saslauthd")
 PROVIDER_DIR = Path("/usr/lib/ocf/resource.d/kolabmon")
 BINARY_DEFAULT = 'OCF_RESKEY_binary_default="kolabmon-watch"\n'
 # the path lands in a double-quoted sh string and in the meta-data XML: neither may need escaping
@@ -27,16 +29,26 @@ def agent_text(binary: str | None = None) -> str:
 
 
 def install(directory: Path = PROVIDER_DIR, binary: str | None = None) -> Path:
-    """Install the agent as DIRECTORY/watcher, mode 755; idempotent. Returns the agent's path."""
-    text = agent_text(binary)
+    """Install the watcher agent as DIRECTORY/watcher, mode 755; idempotent. Returns the agent's path."""
+    return _place(agent_text(binary), directory, "watcher")
+
+
+def install_service_agent(name: str, directory: Path = PROVIDER_DIR) -> Path:
+    """Install the service agent ``name`` (one of SERVICE_AGENTS) as DIRECTORY/NAME; idempotent."""
+    if name not in SERVICE_AGENTS:
+        raise ValueError(f"no agent {name!r} (one of {', '.join(SERVICE_AGENTS)})")
+    return _place(AGENT.with_name(name).read_text(), directory, name)
+
+
+def _place(text: str, directory: Path, name: str) -> Path:
     if not directory.is_dir():
         directory.mkdir(parents=True)
         directory.chmod(0o755)  # Pacemaker and ocf-tester read meta-data as an unprivileged user
-    target = directory / "watcher"
+    target = directory / name
     if target.is_file() and target.read_text() == text and target.stat().st_mode & 0o777 == 0o755:
         return target
     # a new file renamed into place: a monitor running now reads the old agent or the new one, not half
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".watcher.")
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.")
     try:
         with os.fdopen(fd, "w") as file:
             file.write(text)
@@ -46,4 +58,3 @@ def install(directory: Path = PROVIDER_DIR, binary: str | None = None) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return target
-
