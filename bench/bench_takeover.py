@@ -6,8 +6,10 @@
                on the SOFT and HARD events with $service.output$, fence = true; no watcher
     pacemaker  Pacemaker alone with the stock agents, no kolabmon (bounded at --bound s)
 
-Fault classes: hung-dovecot (SIGSTOP), readonly-spool, hung-slapd, crashed-postfix (SIGKILL of the
-master), node-off (the active node powered off). The client checks the affected service on the
+Fault classes: hung-cyrus (SIGSTOP of every imapd; Cyrus's master runs), held-lock (a POSIX lock held
+on Cyrus's mailboxes.db: LOGIN works, SELECT waits), hung-saslauthd (SIGSTOP: IMAP LOGIN and SMTP AUTH
+wait), readonly-spool, hung-slapd, crashed-postfix (SIGKILL of the master), node-off (the active node
+powered off). The client checks the affected service on the
 cluster IP every 0.2 s (1 s timeout; the mail round trip for the spool, 3 s): the outage is the
 fault -> the first check that passes again. From the audit record: detection (fault -> the
 takeover starts), decision (lock, cluster state, second opinion), fence, start (-> the group runs
@@ -40,7 +42,8 @@ from lab import release, servers, takeover_config, watcher  # noqa: E402
 
 BIN = ROOT / ".venv" / "bin"
 SETUPS = ("watcher", "icinga", "pacemaker")
-CLASSES = ("hung-dovecot", "readonly-spool", "hung-slapd", "crashed-postfix", "node-off")
+CLASSES = ("hung-cyrus", "held-lock", "hung-saslauthd", "readonly-spool", "hung-slapd", "crashed-postfix",
+           "node-off")
 PHASES = ("detection", "decision", "fence", "start", "verify")
 
 
@@ -52,7 +55,9 @@ class Fault:
 
 
 FAULTS = {
-    "hung-dovecot": Fault(lambda c, n: c.hang(n, "dovecot"), "imap", "imap"),
+    "hung-cyrus": Fault(lambda c, n: c.hang(n, "imapd"), "imap", "imap"),
+    "held-lock": Fault(lambda c, n: c.lock_mailboxes(n), "imap", "imap"),
+    "hung-saslauthd": Fault(lambda c, n: c.hang(n, "saslauthd"), "imap", "imap"),
     "readonly-spool": Fault(lambda c, n: c.readonly_spool(n), "roundtrip", "storage"),
     "hung-slapd": Fault(lambda c, n: c.hang(n, "slapd"), "ldap", "ldap"),
     "crashed-postfix": Fault(lambda c, n: c.crash(n, "postfix"), "smtp", "smtp"),
@@ -166,7 +171,8 @@ def one_run(cluster: lab.Cluster, setup: str, kind: str, workdir: Path, options:
         where = cluster.wait_group(timeout=60)
     except lab.LabError:
         where = "?"
-    if kind in ("hung-dovecot", "hung-slapd", "readonly-spool") and lab.node_pid1(source) and where == source:
+    if kind in ("hung-cyrus", "held-lock", "hung-saslauthd", "hung-slapd", "readonly-spool") \
+            and lab.node_pid1(source) and where == source:
         cluster.kill_node(source)  # nothing recovered it (Pacemaker alone): the next run starts clean
     acted = [r for r in records if r.get("moved") is not None]
     result: dict[str, object] = {
@@ -182,19 +188,19 @@ def one_run(cluster: lab.Cluster, setup: str, kind: str, workdir: Path, options:
 
 
 def blips(cluster: lab.Cluster, workdir: Path, count: int) -> dict[str, object]:
-    """Two-second hangs of Dovecot with the watcher running: how many moves (the answer must be 0)."""
+    """Two-second hangs of every imapd with the watcher running: how many moves (the answer must be 0)."""
     lab.heal(cluster, keep_watcher=True)
     config = takeover_config.write(workdir, fence=True, cooldown=600)
     watcher.enable(cluster, config)
     source = cluster.active_node()
     for _ in range(count):
-        cluster.hang(source, "dovecot")
+        cluster.hang(source, "imapd")
         time.sleep(2)
-        cluster.unhang(source, "dovecot")
+        cluster.unhang(source, "imapd")
         time.sleep(3)
     time.sleep(3)
     records = audit.tail(workdir / "audit.jsonl") if (workdir / "audit.jsonl").exists() else []
-    return {"setup": "watcher", "class": f"{count} two-second Dovecot blips", "moved": cluster.active_node() != source,
+    return {"setup": "watcher", "class": f"{count} two-second Cyrus imapd blips", "moved": cluster.active_node() != source,
             "decisions": len([r for r in records if "event" in r]), "fences": 0}
 
 
@@ -225,7 +231,7 @@ def main() -> int:
     parser.add_argument("--setups", default=",".join(SETUPS))
     parser.add_argument("--classes", default=",".join(CLASSES))
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--runs-hung-watcher", type=int, default=10, help="runs of hung-dovecot on the watcher path")
+    parser.add_argument("--runs-hung-watcher", type=int, default=10, help="runs of hung-cyrus on the watcher path")
     parser.add_argument("--blips", type=int, default=30, help="two-second blips on the watcher path (0: none)")
     parser.add_argument("--interval", type=float, default=1.0, help="Icinga path: check and retry interval (s)")
     parser.add_argument("--attempts", type=int, default=3, help="Icinga path: max_check_attempts")
@@ -238,7 +244,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="kolabmon-bench-takeover-") as tmp:
         for setup in options.setups.split(","):
             for kind in options.classes.split(","):
-                runs = options.runs_hung_watcher if (setup, kind) == ("watcher", "hung-dovecot") else options.runs
+                runs = options.runs_hung_watcher if (setup, kind) == ("watcher", "hung-cyrus") else options.runs
                 for _ in range(runs):
                     result = one_run(cluster, setup, kind, Path(tmp) / setup, options)
                     result["bound"] = options.bound

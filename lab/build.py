@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from kolabmon import ocf
-from lab import disk, dovecot, net, nodes, pcmk, pdu, release
+from lab import cyrus, disk, net, nodes, pcmk, pdu, release
 from lab.topology import (
     FENCE_AGENT,
     IMAGE,
@@ -26,6 +26,7 @@ from lab.topology import (
     NODES,
     PDU_SOCKET,
     RUN,
+    SERVICE_AGENTS,
     SHARED,
     WATCH_BINARY,
     WATCHER_AGENT,
@@ -51,12 +52,13 @@ def check_host() -> None:
     if os.geteuid() != 0:
         raise LabError("preflight: the cluster lab needs root (namespaces, loop devices, mounts)")
     tools = ["ip", "bridge", "unshare", "nsenter", "losetup", "mkfs.ext4", "corosync", "pacemakerd",
-             "crm_mon", "cibadmin", "crm_verify", "modprobe", "dovecot", "slapd", "slapadd", "postconf",
+             "crm_mon", "cibadmin", "crm_verify", "modprobe", "saslauthd", "slapd", "slapadd", "postconf",
              "nginx", "htpasswd", "ldapsearch"]
     missing = [tool for tool in tools if shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin") is None]
     agents = Path("/usr/lib/ocf/resource.d/heartbeat")
-    missing += [f"ocf:heartbeat:{ra}" for ra in ("Filesystem", "IPaddr2", "slapd", "dovecot", "postfix", "nginx")
+    missing += [f"ocf:heartbeat:{ra}" for ra in ("Filesystem", "IPaddr2", "slapd", "postfix", "nginx")
                 if not (agents / ra).exists()]
+    missing += [str(path) for path in (cyrus.MASTER, cyrus.IMAPD) if not path.exists()]
     if missing:
         raise LabError(f"preflight: missing {', '.join(missing)}: run lab/setup.sh (lab/packages.txt)")
     foreign = net.lab_namespaces() - set(net.recorded_namespaces())
@@ -76,7 +78,7 @@ def build() -> None:
     fresh_dir(RUN)
     make_traversable(LAB_DIR)
     phase(f"lab dir {LAB_DIR}; {release.describe()}, Pacemaker {'.'.join(map(str, pcmk.pacemaker_version()))}, "
-          f"Dovecot {'.'.join(map(str, dovecot.dovecot_version()))}")
+          f"Cyrus IMAP {cyrus.cyrus_version()}")
     certs = disk.make_certs()
     phase("certificates ready")
     net.make_network()
@@ -89,7 +91,10 @@ def build() -> None:
     pid = pdu.start_pdu()
     phase(f"fence agent {FENCE_AGENT} installed; lab PDU pid {pid}")
     install_watcher_agent()
-    phase(f"resource agent {WATCHER_AGENT} installed for {WATCH_BINARY}")
+    for agent in SERVICE_AGENTS:
+        ocf.install_service_agent(agent.name, agent.parent)
+    names = ", ".join(agent.name for agent in SERVICE_AGENTS)
+    phase(f"resource agents {WATCHER_AGENT} (for {WATCH_BINARY}), {names} installed")
     for node in NODES:
         answer = pdu.pdu_request(f"on {node}")
         if not answer.startswith("ok"):
@@ -102,13 +107,17 @@ def install_watcher_agent() -> None:
 
 
 def remove_watcher_agent() -> None:
-    """Remove ocf:kolabmon:watcher if it is the lab's copy (another is left and reported), and its
-    provider directory once empty."""
-    if WATCHER_AGENT.exists():
-        if WATCHER_AGENT.read_text() == ocf.agent_text(str(WATCH_BINARY)):
-            WATCHER_AGENT.unlink()
+    """Remove ocf:kolabmon:watcher and the service agents where they are the lab's copies (another is
+    left and reported), and their provider directory once empty."""
+    ours = {WATCHER_AGENT: ocf.agent_text(str(WATCH_BINARY)),
+            **{agent: ocf.AGENT.with_name(agent.name).read_text() for agent in SERVICE_AGENTS}}
+    for agent, text in ours.items():
+        if not agent.exists():
+            continue
+        if agent.read_text() == text:
+            agent.unlink()
         else:
-            phase(f"WARNING {WATCHER_AGENT} is not the lab's copy (for {WATCH_BINARY}): left in place")
+            phase(f"WARNING {agent} is not the lab's copy: left in place")
     with contextlib.suppress(OSError):  # not there, or not empty
         WATCHER_AGENT.parent.rmdir()
 
@@ -178,5 +187,5 @@ def leftovers() -> list[str]:
     mounts = Path("/proc/mounts").read_text()
     found += [f"mount {line.split()[1]}" for line in mounts.splitlines() if str(LAB_DIR) in line]
     found += [f"pid {name} {pid}" for name in ("pdu", *NODES) if (pid := nodes.recorded(name))]
-    found += [f"file {agent}" for agent in (FENCE_AGENT, WATCHER_AGENT) if agent.exists()]
+    found += [f"file {agent}" for agent in (FENCE_AGENT, WATCHER_AGENT, *SERVICE_AGENTS) if agent.exists()]
     return found

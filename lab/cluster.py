@@ -33,14 +33,16 @@ CLI (as root; run with the project's venv python)::
     python lab/cluster.py down                   # stops exactly the recorded PIDs, removes the rest
     python lab/cluster.py status
     python lab/cluster.py restore NODE           # power a fenced/killed node on, as the passive node
-    python lab/cluster.py fault KIND [NODE]      # hang-SVC|unhang-SVC NODE (SVC: dovecot, slapd,
-                                                 # postfix, nginx), crash-SVC NODE, readonly-spool NODE, kill NODE,
+    python lab/cluster.py fault KIND [NODE]      # hang-SVC|unhang-SVC NODE (SVC: cyrus, imapd,
+                                                 # cyrus-master, saslauthd, slapd, postfix, nginx),
+                                                 # crash-SVC NODE, lock-mailboxes NODE, unlock-mailboxes,
+                                                 # readonly-spool NODE, kill NODE,
                                                  # cut-interconnect, heal-interconnect, cut-all, heal-all,
                                                  # cut-monitor, heal-monitor
     lab/on NODE CMD...                           # run CMD in node1|node2|client|monitor
 
 Internal subcommands: ``pdu`` (the lab PDU daemon), ``client-check`` (in the client netns),
-``signal-service SVC SIG`` (inside a node).
+``signal-service SVC SIG``, ``hold-lock PATH`` and ``seed-mail`` (inside a node).
 
 Debian 12 and 13: what differs between them is in lab/release.py; lab/pcmk.py notes why the rest
 needs nothing per release.
@@ -280,6 +282,8 @@ class Cluster:
     hang = staticmethod(faults.hang)
     unhang = staticmethod(faults.unhang)
     readonly_spool = staticmethod(faults.readonly_spool)
+    lock_mailboxes = staticmethod(faults.lock_mailboxes)
+    unlock_mailboxes = staticmethod(faults.unlock_mailboxes)
     crash = staticmethod(faults.crash)
     cut_monitor = staticmethod(faults.cut_monitor)
     heal_monitor = staticmethod(faults.heal_monitor)
@@ -291,8 +295,9 @@ class Cluster:
 
 
 def heal(cluster: Cluster, keep_watcher: bool = False) -> None:
-    """Back to two healthy nodes, no marks, no failures, no kolabmon lock, cool-down or watcher (unless
-    `keep_watcher`); the group wherever it runs."""
+    """Back to two healthy nodes, no marks, no failures, no held mailbox lock, no kolabmon lock,
+    cool-down or watcher (unless `keep_watcher`); the group wherever it runs."""
+    faults.unlock_mailboxes()
     for node in NODES:
         if not node_pid1(node):
             cluster.restore(node, timeout=90)
@@ -357,6 +362,10 @@ def _bring_up(timeout: float) -> Cluster:
     phase(f"fence device {FENCE_DEVICE} registered on {' and '.join(NODES)}")
     node = cluster.wait_group(max(1.0, deadline - time.monotonic()))
     phase(f"group {GROUP} started on {node}")
+    seeded = cluster.on(node, sys.executable, str(CLUSTER_PY), "seed-mail", timeout=60)
+    if seeded.returncode != 0:
+        raise LabError(f"seed mail on {node}: {(seeded.stderr or seeded.stdout).strip()[-300:]}")
+    phase(f"Cyrus: {seeded.stdout.strip()}")
     cluster.wait_ready(max(1.0, deadline - time.monotonic()), nodes=len(NODES))
     cluster.bringup_seconds = time.monotonic() - t0
     phase(f"ready: IMAP/SMTP/LDAP/HTTP answer on {CLUSTER_IP} from the client; "
@@ -485,6 +494,10 @@ def main(argv: list[str] | None = None) -> int:
             return client_check()
         elif cmd == "signal-service" and len(rest) == 2:
             return faults.signal_service(rest[0], rest[1])
+        elif cmd == "hold-lock" and len(rest) == 1:
+            return faults.hold_lock(rest[0])
+        elif cmd == "seed-mail":
+            print(disk.seed_mail())
         else:
             print(usage, file=sys.stderr)
             return 2

@@ -36,6 +36,11 @@ SEED_MESSAGES = 3
 _CONFIG_DIRS = ("db", "socket", "log", "msg", "user", "quota", "ptclient")
 
 
+def cyrus_version() -> str:
+    """The installed Cyrus's version (of cyrus-common, whose imapd lab/setup.sh unpacked)."""
+    return run("cyrus", ["dpkg-query", "-W", "-f=${Version}", "cyrus-common"]).strip()
+
+
 def mailbox(user: str) -> str:
     """The Cyrus mailbox name of ``user``'s INBOX (``user/user1@example.org``)."""
     return f"user/{user}"
@@ -74,10 +79,13 @@ tls_server_key: {key}
 {starttls}"""
 
 
-def cyrus_conf(conf: Path, host: str, ports: dict[str, int]) -> str:
-    """cyrus.conf: imap (STARTTLS), imaps and LMTP over TCP (pre-authorised, for Postfix and the
-    seed) on ``host``; the database checkpoint every 30 s."""
+def cyrus_conf(conf: Path, host: str, ports: dict[str, int], lmtp_socket: Path | None = None) -> str:
+    """cyrus.conf: imap (STARTTLS) and imaps on ``host``; LMTP on ``lmtp_socket`` (trusted, as Kolab
+    has Postfix deliver on the same machine) or else on ``host`` at port lmtp (pre-authorised with
+    -a: a TCP client is not trusted otherwise); the database checkpoint every 30 s."""
     c = f"-C {conf}"
+    lmtp = (f'cmd="{CYRUS_BIN}/lmtpd {c}" listen="{lmtp_socket}"' if lmtp_socket else
+            f'cmd="{CYRUS_BIN}/lmtpd -a {c}" listen="{host}:{ports["lmtp"]}"')
     return f"""\
 START {{
   recover     cmd="{CYRUS_BIN}/ctl_cyrusdb {c} -r"
@@ -85,12 +93,19 @@ START {{
 SERVICES {{
   imap        cmd="{IMAPD} {c}" listen="{host}:{ports['imap']}" prefork=1 maxchild=50
   imaps       cmd="{IMAPD} -s {c}" listen="{host}:{ports['imaps']}" prefork=1 maxchild=50
-  lmtp        cmd="{CYRUS_BIN}/lmtpd -a {c}" listen="{host}:{ports['lmtp']}" prefork=0 maxchild=20
+  lmtp        {lmtp} prefork=0 maxchild=20
 }}
 EVENTS {{
   checkpoint  cmd="{CYRUS_BIN}/ctl_cyrusdb {c} -c" period=30
 }}
 """
+
+
+def lint(conf: Path) -> None:
+    """LabError unless Cyrus's own `cyr_info conf-lint` finds nothing to say about ``conf``."""
+    said = run("cyrus", [str(CYRUS_BIN / "cyr_info"), "-C", str(conf), "conf-lint"]).strip()
+    if said:
+        raise LabError(f"cyrus: cyr_info conf-lint {conf}: {said}")
 
 
 def make_store(d: Path, cert: Path, key: Path) -> tuple[Path, Path]:
@@ -171,9 +186,7 @@ def start_cyrus(root: Path, certs: Certs, mux: Path, host: str = "127.0.0.1") ->
 
     def prepare(ports: dict[str, int]) -> list[str]:
         write(services, cyrus_conf(conf, host, ports))
-        lint = run("cyrus", [str(CYRUS_BIN / "cyr_info"), "-C", str(conf), "conf-lint"]).strip()
-        if lint:
-            raise LabError(f"cyrus: cyr_info conf-lint: {lint}")
+        lint(conf)
         return master_argv(conf, services, d / "run" / "master.pid")
 
     def after(server: Server) -> None:

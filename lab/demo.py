@@ -1,6 +1,6 @@
 """The failover demo (the README's main job): the two-node Kolab cluster with kolabmon's watcher on
 each node (ocf:kolabmon:watcher), Icinga 2 checking it with kolabmon, a fault Pacemaker alone does
-not notice (Dovecot hangs on the active node), and the rest left to kolabmon. Both paths run: the
+not notice (every Cyrus imapd hangs on the active node), and the rest left to kolabmon. Both paths run: the
 watcher in the cluster detects and takes over within seconds; Icinga sees the fault, runs its event
 handler, and that call finds the work done. Prints one timeline of both paths and the client-visible
 outage, draws it as an SVG, and tears everything down. `--probes` runs the single-host probe tour
@@ -83,11 +83,10 @@ def run_demo(workdir: Path) -> int:
         time.sleep(2)
         source = cluster.active_node()
         assert source
-        noticed = ("Pacemaker's dovecot monitor times out on it, slowly"
-                   if release.current().pacemaker_sees_hung_dovecot else "Pacemaker's dovecot monitor does not notice")
-        Step(f"fault: Dovecot hangs on {source} (SIGSTOP on all its processes; {noticed})")
+        Step(f"fault: Cyrus IMAP hangs on {source} (SIGSTOP on every imapd; the master runs, so "
+             "Pacemaker's monitor of it passes)")
         fault_at = time.time()
-        cluster.hang(source, "dovecot")
+        cluster.hang(source, "imapd")
         moved = lab_icinga.wait(
             "the takeover",
             lambda: next((r for r in icinga.audit() if r.get("decision") == "act" and "moved" in r), None),
@@ -152,7 +151,7 @@ def report(
     fenced = cluster.fenced_at(source)
     who = moved["origin"]
     events = [
-        (fault_at, f"fault injected: Dovecot hangs on {source}"),
+        (fault_at, f"fault injected: Cyrus IMAP hangs on {source}"),
         (first_probe, "watcher: first failed in-process IMAP probe"),
         (handed_over, f"{who}: fault confirmed and handed over, takeover starts"),
         (decided, f"{who}: decided ({'fence first' if moved.get('fence_first') == 'done' else 'move'})"),
@@ -205,7 +204,7 @@ def report(
     SVG.parent.mkdir(exist_ok=True)
     timeline.render(
         SVG,
-        f"kolabmon failover: Dovecot hangs on {source}; {who} fences it and the group runs on {target}",
+        f"kolabmon failover: Cyrus IMAP hangs on {source}; {who} fences it and the group runs on {target}",
         shifted,
         [(t - fault_at - start, label) for t, label in events],
         end,

@@ -1,32 +1,36 @@
 """The lab cluster's shared disk: an ext4 image on a loop device, mounted only inside the active
 node, holding every service's config and data. Its content is written to LAB_DIR/seed with the same
-config writers as the single-host servers (lab/dovecot.py, slapd.py, postfix.py, nginx.py) and
-copied into the image by ``mkfs.ext4 -d``. Also the cluster's certificates."""
+config writers as the single-host servers (lab/cyrus.py, saslauthd.py, slapd.py, postfix.py, nginx.py) and
+copied into the image by ``mkfs.ext4 -d``; the users' mailboxes are created, and user1's seed mail
+delivered, on the running cluster as Kolab does it (``seed_mail``). Also the cluster's certificates."""
 
 from __future__ import annotations
 
-import os
+import imaplib
 import shutil
-import time
+import smtplib
 from pathlib import Path
 
-from lab import dovecot, nginx, postfix, seed, slapd, tls
-from lab.accounts import LAB_DOMAIN, MAIL_UID, USERS
+from lab import cyrus, nginx, postfix, saslauthd, slapd, tls
+from lab.accounts import LAB_DOMAIN, USERS
+from lab.seed import seed_message
 from lab.topology import (
     CERT_SAN,
     CLUSTER_IP,
+    CYRUS_RUN,
     IMAGE,
     IMAGE_SIZE,
     LAB_DIR,
     NODELOG,
     PORTS,
     RUN,
+    SASL_RUN,
     SEED_MESSAGES,
     SHARED,
     USER1,
     attempt,
 )
-from lab.util import fresh_dir, mkdir, run, write
+from lab.util import LabError, fresh_dir, mkdir, run, write
 
 
 def make_certs() -> tls.Certs:
@@ -34,40 +38,20 @@ def make_certs() -> tls.Certs:
     return tls.make_certs(LAB_DIR, san=CERT_SAN)
 
 
-def _seed_maildir(home: Path, user: str, count: int) -> None:
-    """Put ``count`` messages into ``user``'s new Maildir INBOX under ``home`` (uid MAIL_UID)."""
-    maildir = home / "Maildir"
-    for sub in ("cur", "new", "tmp"):
-        (maildir / sub).mkdir(parents=True, mode=0o700)
-    now = time.time()
-    for i in range(1, count + 1):
-        path = maildir / "new" / f"{int(now)}.M{i}P{os.getpid()}.kolab"
-        path.write_bytes(seed.seed_message(user, i).as_bytes())
-        path.chmod(0o600)
-    for path in [home, *home.rglob("*")]:
-        os.chown(path, MAIL_UID, MAIL_UID)
-    home.chmod(0o700)
-
-
 def _make_seed(certs: tls.Certs) -> Path:
-    """Write every config and the initial data of the shared disk into LAB_DIR/seed."""
+    """Write every config and the initial data of the shared disk into LAB_DIR/seed (the mailboxes
+    and their seed mail are created on the running cluster: seed_mail)."""
     seed = fresh_dir(LAB_DIR / "seed")
-    d = mkdir(seed / "dovecot")
-    mkdir(d / "state")
-    mail = mkdir(d / "mail")
-    os.chown(mail, MAIL_UID, MAIL_UID)
-    for user in USERS:
-        home = mail / user
-        home.mkdir()
-        _seed_maildir(home, user, SEED_MESSAGES if user == USER1 else 0)
-    dovecot.write_users(d / "users", SHARED / "dovecot" / "mail")
-    ports = {k: PORTS[k] for k in ("imap", "imaps", "lmtp", "auth")}
-    # base_dir is Debian's default, in the node's private /run: the stock agent runs `dovecot process
-    # status` without -c (Dovecot 2.4, lab/release.py), which looks for /run/dovecot/master
-    conf = write(d / "dovecot.conf", dovecot.dovecot_conf(
-        SHARED / "dovecot", CLUSTER_IP, ports, certs.cert, certs.key, "cluster",
-        base_dir=Path("/run/dovecot"), log_path=NODELOG / "dovecot.log"))
-    run("dovecot", ["dovecot", "-n", "-c", str(conf)])
+    c = mkdir(seed / "cyrus")
+    cyrus.make_store(c, certs.cert, certs.key)
+    shared_c = SHARED / "cyrus"
+    conf = write(c / "imapd.conf", cyrus.imapd_conf(
+        shared_c, CYRUS_RUN, SASL_RUN / "mux", shared_c / "tls" / "cert.pem", shared_c / "tls" / "key.pem",
+        "cluster"))
+    write(c / "cyrus.conf", cyrus.cyrus_conf(shared_c / "imapd.conf", CLUSTER_IP, PORTS, CYRUS_RUN / "socket" / "lmtp"))
+    cyrus.lint(conf)
+    write(mkdir(seed / "saslauthd") / "saslauthd.conf",
+          saslauthd.saslauthd_conf(f"ldap://{CLUSTER_IP}:{PORTS['ldap']}/"), 0o600)
 
     ldap = mkdir(seed / "ldap")
     db = mkdir(ldap / "db", 0o700)
@@ -83,10 +67,10 @@ def _make_seed(certs: tls.Certs) -> Path:
     etc = mkdir(p / "etc")
     mkdir(p / "spool")
     shutil.chown(mkdir(p / "data"), "postfix", "postfix")
-    main = postfix.main_cf(SHARED / "postfix", CLUSTER_IP, (CLUSTER_IP, PORTS["lmtp"]),
-                           postfix.dovecot_sasl(CLUSTER_IP, PORTS["auth"]), certs.cert, certs.key, NODELOG / "maillog",
+    main = postfix.main_cf(SHARED / "postfix", CLUSTER_IP, f"unix:{CYRUS_RUN}/socket/lmtp",
+                           postfix.cyrus_sasl(SHARED / "postfix" / "etc"), certs.cert, certs.key, NODELOG / "maillog",
                            f"kolab.{LAB_DOMAIN}", peername_lookup=False)
-    postfix.write_config(etc, main, postfix.master_cf(CLUSTER_IP, PORTS))
+    postfix.write_config(etc, main, postfix.master_cf(CLUSTER_IP, PORTS), saslauthd.smtpd_conf(SASL_RUN / "mux"))
 
     web = mkdir(seed / "nginx")
     conf_dir = mkdir(web / "conf")
@@ -122,3 +106,22 @@ def loop_devices() -> list[str]:
         return []
     out = attempt(["losetup", "--associated", str(IMAGE), "--noheadings", "--output", "NAME"]).stdout
     return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+def seed_mail() -> str:
+    """Inside the active node: create the users' mailboxes as Cyrus's admin and deliver user1's seed
+    messages over Cyrus's LMTP socket, unless its INBOX has them; say what was done."""
+    cyrus.create_mailboxes(CLUSTER_IP, PORTS["imap"], list(USERS))
+    with imaplib.IMAP4(CLUSTER_IP, PORTS["imap"], timeout=10) as conn:
+        conn.login(USER1, USERS[USER1])
+        typ, data = conn.select("INBOX", readonly=True)
+        count = int(data[0] or 0) if typ == "OK" else 0
+    if count >= SEED_MESSAGES:
+        return f"mailboxes there, {USER1} has {count} messages"
+    try:
+        with smtplib.LMTP(str(CYRUS_RUN / "socket" / "lmtp"), timeout=10) as lmtp:
+            for i in range(1, SEED_MESSAGES + 1):
+                lmtp.sendmail(f"lab@{LAB_DOMAIN}", [USER1], seed_message(USER1, i).as_bytes())
+    except (OSError, smtplib.SMTPException) as exc:
+        raise LabError(f"seed mail: LMTP delivery to {USER1} failed: {exc}") from exc
+    return f"mailboxes of {', '.join(USERS)} created, {SEED_MESSAGES} messages for {USER1}"

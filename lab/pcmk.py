@@ -3,10 +3,11 @@ one-time setup for kolabmon's takeover), each node's state directories, and read
 through kolabmon's own reader (kolabmon/pacemaker.py).
 
 Corosync runs two knet links, link 0 on the interconnect (preferred) and link 1 on the LAN.
-Pacemaker runs the stonith device ``fence-lab`` and one group ``kolab`` of stock resource agents:
-Filesystem (a loop-device ext4, the shared storage) -> IPaddr2 -> slapd -> dovecot -> postfix ->
-nginx (free/busy). Configs and data live on the shared storage, pid files and sockets in the
-node's private /run, logs in the node's own log directory.
+Pacemaker runs the stonith device ``fence-lab`` and one group ``kolab``: Filesystem (a loop-device
+ext4, the shared storage) -> IPaddr2 -> slapd -> saslauthd -> Cyrus IMAP -> postfix -> nginx
+(free/busy), with the stock agents and, for saslauthd and Cyrus, the project's own (kolabmon/ocf).
+Configs and data live on the shared storage, pid files and sockets in the node's private /run, logs
+in the node's own log directory.
 
 The admin's one-time setup that kolabmon's takeover relies on is part of the configuration
 (in crm shell terms)::
@@ -45,6 +46,7 @@ from lab.topology import (
     NODES,
     PDU_SOCKET,
     PORTS,
+    SASL_RUN,
     SERVICE_PIDFILES,
     SHARED,
 )
@@ -66,7 +68,7 @@ FENCE_DELAY = "node1:2s"
 MONITOR_INTERVAL = "10s"
 
 # Release differences that need nothing per release (Debian 12: Pacemaker 2.1.5, corosync 3.1.7,
-# Dovecot 2.3; Debian 13: Pacemaker 3.0.0, corosync 3.1.9, crmsh 5, Dovecot 2.4; lab/release.py
+# Cyrus 3.6; Debian 13: Pacemaker 3.0.0, corosync 3.1.9, crmsh 5, Cyrus 3.10; lab/release.py
 # has the ones that do):
 # - CIB schema (validate-with pacemaker-3.9 vs 4.0): the CIB is built on `cibadmin --empty` of the
 #   installed Pacemaker and checked with crm_verify, so the schema always matches; only plain
@@ -75,9 +77,6 @@ MONITOR_INTERVAL = "10s"
 # - crm_mon XML: the lab reads it through kolabmon/pacemaker.py, the product's own reader, which
 #   handles what differs between api-version 2.25 and 2.38.
 # - stonith-action: "off" (3.0 dropped "poweroff").
-# - the stock dovecot agent's `dovecot process status` (2.4) runs without -c: the cluster's Dovecot
-#   keeps Debian's default base_dir /run/dovecot (node-private), so 2.3's pid-file check and 2.4's
-#   status call both find it.
 # - Pacemaker 3.0's fencer registers the device only if the CIB it first reads lists its node:
 #   the CIB lists both nodes from the start, and `up`/`restore` wait for the registration.
 
@@ -182,10 +181,13 @@ def _cib_configuration(loopdev: str) -> str:
             "services": f"ldap://{CLUSTER_IP}:{PORTS['ldap']}/ ldaps://{CLUSTER_IP}:{PORTS['ldaps']}/",
             # the RA's monitor searches each suffix; the rootdn has no blank (the RA does not quote it)
             "bind_dn": LDAP_ADMIN_DN, "password": LDAP_ADMIN_PASSWORD}),
-        # the dovecot RA ignores config_file when starting (kolab-cluster.md §3): -c via parameters
-        primitive("imap", "ocf:heartbeat:dovecot", {
-            "config_file": f"{SHARED}/dovecot/dovecot.conf",
-            "parameters": f"-c {SHARED}/dovecot/dovecot.conf", "pid_file": SERVICE_PIDFILES["dovecot"]}),
+        # Kolab's IMAP stack, with the project's agents (kolabmon/ocf): logins through saslauthd
+        primitive("sasl", "ocf:kolabmon:saslauthd", {
+            "config": f"{SHARED}/saslauthd/saslauthd.conf", "socket_dir": str(SASL_RUN)}),
+        # monitor at depth 0 (the master process): a hung imapd is for kolabmon to catch
+        primitive("imap", "ocf:kolabmon:cyrus-imapd", {
+            "config": f"{SHARED}/cyrus/imapd.conf", "cyrus_conf": f"{SHARED}/cyrus/cyrus.conf",
+            "pidfile": SERVICE_PIDFILES["cyrus"], "imap_address": f"{CLUSTER_IP}:{PORTS['imap']}"}),
         primitive("smtp", "ocf:heartbeat:postfix", {"config_dir": f"{SHARED}/postfix/etc"}),
         primitive("web", "ocf:heartbeat:nginx", {
             "httpd": "/usr/sbin/nginx", "configfile": f"{SHARED}/nginx/conf/nginx.conf",

@@ -75,10 +75,10 @@ def cyrus_sasl(etc: Path) -> str:
     return f"smtpd_sasl_type = cyrus\nsmtpd_sasl_path = smtpd\ncyrus_sasl_config_path = {etc}/sasl\n"
 
 
-def main_cf(d: Path, host: str, lmtp: tuple[str, int], sasl: str, cert: Path, key: Path, maillog: Path,
+def main_cf(d: Path, host: str, lmtp: str, sasl: str, cert: Path, key: Path, maillog: Path,
             myhostname: str, peername_lookup: bool = True) -> str:
     """main.cf for a Postfix whose etc/, spool/ and data/ are under ``d``, listening on ``host``,
-    delivering to the LMTP server at ``lmtp`` (host, port) and authenticating through ``sasl``
+    delivering to the LMTP server at ``lmtp`` (``inet:HOST:PORT`` or ``unix:PATH``) and authenticating through ``sasl``
     (dovecot_sasl or cyrus_sasl).
 
     AUTH only after TLS; outbound mail is an error (550 at RCPT).
@@ -110,7 +110,7 @@ default_transport = error:outbound mail disabled in lab
 relay_transport = error:outbound mail disabled in lab
 virtual_mailbox_domains = {LAB_DOMAIN}
 virtual_mailbox_maps = texthash:{d}/etc/vmailbox
-virtual_transport = lmtp:inet:{lmtp[0]}:{lmtp[1]}
+virtual_transport = lmtp:{lmtp}
 smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination
 smtpd_sasl_auth_enable = yes
 {sasl}smtpd_tls_auth_only = yes
@@ -153,7 +153,7 @@ def start_postfix(root: Path, certs: Certs, imap: Server, host: str = "127.0.0.1
     sasl = cyrus_sasl(etc) if mux else dovecot_sasl(imap.host, imap.ports["auth"])
 
     def prepare(ports: dict[str, int]) -> list[str]:
-        main = main_cf(d, host, (imap.host, imap.ports["lmtp"]), sasl, certs.cert, certs.key, maillog,
+        main = main_cf(d, host, f"inet:{imap.host}:{imap.ports['lmtp']}", sasl, certs.cert, certs.key, maillog,
                        f"lab.{LAB_DOMAIN}")
         write_config(etc, main, master_cf(host, ports), smtpd_conf(mux) if mux else None)
         run_with_tty(name, ["postfix", "-c", str(etc), "check"], out)

@@ -22,11 +22,6 @@ class Release(NamedTuple):
     dovecot_24_config: bool
     # `icinga2 daemon -C` writes icinga2.debug only when asked (2.14, on 13); 2.13 has no such option
     icinga_validate_args: tuple[str, ...]
-    # The stock ocf:heartbeat:dovecot agent runs `dovecot process status` when `dovecot help` lists it
-    # on stdout (2.4 does), so its monitor talks to Dovecot and a hung (SIGSTOPped) Dovecot makes
-    # monitor and stop time out; with 2.3 it checks the pid file only and its monitor passes
-    # (slowly: `dovecot help` itself waits 15 s on the hung config socket in /run/dovecot).
-    pacemaker_sees_hung_dovecot: bool
     # Cyrus 3.10 (13) offers STARTTLS on the imap port only with `imap_allowstarttls: on`; 3.6 (12)
     # always offers it and lints the option as unknown
     cyrus_allowstarttls: bool
@@ -36,10 +31,10 @@ class Release(NamedTuple):
 
 RELEASES = {
     12: Release(12, "bookworm", dovecot_24_config=False, icinga_validate_args=(),
-                pacemaker_sees_hung_dovecot=False, cyrus_allowstarttls=False,
+                cyrus_allowstarttls=False,
                 verified="Cyrus IMAP 3.6.1, Dovecot 2.3.19, Pacemaker 2.1.5, Icinga 2.13.6, Python 3.11"),
     13: Release(13, "trixie", dovecot_24_config=True, icinga_validate_args=("--dump-objects",),
-                pacemaker_sees_hung_dovecot=True, cyrus_allowstarttls=True,
+                cyrus_allowstarttls=True,
                 verified="Cyrus IMAP 3.10.2, Dovecot 2.4.1, Pacemaker 3.0.0, Icinga 2.14.6, Python 3.13"),
 }
 

@@ -45,7 +45,7 @@ def write(directory: Path, *, cooldown: float = 600, soft_attempt: int = 0, fenc
     ca = str(cluster.make_certs().ca)
     ip = cluster.CLUSTER_IP
     imap = [*imap_check("4"), "--password-file", str(secret)]
-    # the same checks Icinga runs (kolab-smtp logs in: AUTH goes through Dovecot, and hangs with it)
+    # the same checks Icinga runs (kolab-smtp logs in: AUTH goes through saslauthd, and hangs with it)
     smtp = [str(BIN / "check_kolab_smtp"), "-H", ip, "--starttls", "--ca-file", ca, "-u", USER,
             "--password-file", str(secret), "-t", "4"]
     ldap = [str(BIN / "check_kolab_ldap"), "-H", ip, "-b", servers.LDAP_BASE, "-f", "(uid=user1)",

@@ -28,6 +28,8 @@ FENCE_AGENT_SOURCE = ROOT / "lab" / "fence" / "fence_labns"
 FENCE_AGENT = Path("/usr/sbin/fence_labns")  # where pacemaker-fenced looks for fence_* agents
 # ocf:kolabmon:watcher, installed for the project's kolabmon-watch; the nodes share the host's /usr
 WATCHER_AGENT = Path("/usr/lib/ocf/resource.d/kolabmon/watcher")
+# ocf:kolabmon:cyrus-imapd and ocf:kolabmon:saslauthd, installed as shipped, for the group's Cyrus
+SERVICE_AGENTS = tuple(WATCHER_AGENT.with_name(name) for name in ("cyrus-imapd", "saslauthd"))
 WATCH_BINARY = ROOT / ".venv" / "bin" / "kolabmon-watch"
 
 CLUSTER_NAME = "kolablab"
@@ -42,13 +44,13 @@ MONITOR_IP = "10.99.0.20"
 LAN_IPS = {**ADMIN_IPS, "client": CLIENT_IP, "monitor": MONITOR_IP}
 NAMESPACES = ("lan", "hb", "node1", "node2", "client", "monitor")
 GROUP = "kolab"
-GROUP_MEMBERS = ("fs", "vip", "ldap", "imap", "smtp", "web")
+GROUP_MEMBERS = ("fs", "vip", "ldap", "sasl", "imap", "smtp", "web")
 FENCE_DEVICE = "fence-lab"
 DEGRADED_ATTRIBUTE = "kolab-degraded"
 # the per-node command prefix (docs/design.md) for kolabmon's configuration in the lab
 NODE_COMMAND_PREFIX = f"{ON} {{node}}"
 PORTS = {"imap": 143, "imaps": 993, "smtp": 25, "smtps": 465, "submission": 587, "ldap": 389,
-         "ldaps": 636, "http": 80, "https": 443, "lmtp": 24, "auth": 12345}
+         "ldaps": 636, "http": 80, "https": 443}
 
 SHARED = LAB_DIR / "shared"    # mount point of the shared disk (mounted only inside the active node)
 NODELOG = LAB_DIR / "nodelog"  # inside each node: a bind mount of logs/NODE/services
@@ -61,11 +63,15 @@ PDU_SOCKET = LAB_DIR / "pdu.sock"
 # services of the group: (Pacemaker resource, pid file of the master process inside the node)
 SERVICE_PIDFILES = {
     "slapd": "/run/kolab-slapd/slapd.pid",
-    "dovecot": "/run/dovecot/master.pid",
+    "saslauthd": "/run/kolab-saslauthd/saslauthd.pid",
+    "cyrus": "/run/kolab-cyrus/master.pid",
     "postfix": f"{SHARED}/postfix/spool/pid/master.pid",  # Postfix keeps it in its queue dir
     "nginx": "/run/kolab-nginx.pid",
 }
 
+# node-private runtime dirs of the group's Cyrus and saslauthd (Postfix delivers to Cyrus's LMTP socket)
+CYRUS_RUN = Path("/run/kolab-cyrus")
+SASL_RUN = Path("/run/kolab-saslauthd")
 USER1 = "user1@example.org"
 SEED_MESSAGES = 3
 CERT_SAN = ",".join(["DNS:kolab.example.org", "DNS:localhost", f"IP:{CLUSTER_IP}",

@@ -184,9 +184,9 @@ def assert_problem_then_decision(run: Run, service: str, host: str, decision: st
 # --- the classes ---------------------------------------------------------------------------------
 
 
-def test_hung_dovecot_is_fenced_moved_and_told(campaign) -> None:
+def test_hung_cyrus_is_fenced_moved_and_told(campaign) -> None:
     run = campaign("imap")
-    run.fault(lambda: run.cluster.hang(run.source, "dovecot"))
+    run.fault(lambda: run.cluster.hang(run.source, "imapd"))
     moved = lab_icinga.wait("the move", lambda: next((r for r in run.decisions() if r.get("moved")), None), 90)
     assert moved["event"]["service"] in ("imap", "smtp") and moved["fenced"] and moved["fence_first"] == "done"
     assert moved["event"]["changed"], moved["event"]  # the event is named, so its mails find the decision
@@ -208,7 +208,7 @@ def test_hung_dovecot_is_fenced_moved_and_told(campaign) -> None:
     for service in ("heartbeat", "storage"):
         mail = run.mail(f"PROBLEM: {service} on {run.source} is CRITICAL", body=fenced)
         assert f"Next:            {run.source} was fenced by the takeover: power it on" in mail["body"], mail["body"]
-    run.report("hung-dovecot", hard=hard, back_in_icinga=back.epoch)
+    run.report("hung-cyrus", hard=hard, back_in_icinga=back.epoch)
 
 
 def test_readonly_spool_is_fenced_first_and_moved(campaign) -> None:
@@ -231,13 +231,61 @@ def test_hung_slapd_is_fenced_and_moved_as_fast_as_imap(campaign) -> None:
     run = campaign("ldap")
     run.fault(lambda: run.cluster.hang(run.source, "slapd"))
     moved = lab_icinga.wait("the move", lambda: next((r for r in run.decisions() if r.get("moved")), None), 90)
-    assert moved["event"]["service"] == "ldap" and moved["fenced"], moved
-    hard = assert_soft_then_hard(run, "ldap")  # the same plugin timeout as IMAP: HARD as fast
-    assert_problem_then_decision(run, "ldap", CLUSTER_HOST, "MOVED", f"kolabmon-takeover recover {run.source}")
+    # Kolab's chain: IMAP and SMTP logins go through saslauthd to LDAP, so they hang with it
+    service = moved["event"]["service"]
+    assert service in ("ldap", "imap", "smtp") and moved["fenced"], moved
+    hard = assert_soft_then_hard(run, service)  # the same plugin timeout for all: HARD as fast
+    assert_problem_then_decision(run, service, CLUSTER_HOST, "MOVED", f"kolabmon-takeover recover {run.source}")
     back = run.wait_back("ldap")
     outage = run.client.outage(run.fault_at)
     assert outage and outage[1] - outage[0] < 45, outage
     run.report("hung-slapd", hard=hard, back_in_icinga=back.epoch)
+
+
+def test_a_held_mailbox_lock_is_fenced_and_moved(campaign) -> None:
+    """Cyrus with its mailbox list locked (a stuck Cyrus process would hold it): LOGIN works, SELECT
+    waits; Pacemaker's monitor sees the master run. The fence ends the holder with its node."""
+    run = campaign("imap")
+    run.fault(lambda: run.cluster.lock_mailboxes(run.source))
+    moved = lab_icinga.wait("the move", lambda: next((r for r in run.decisions() if r.get("moved")), None), 90)
+    assert moved["event"]["service"] in ("imap", "roundtrip") and moved["fenced"], moved
+    hard = assert_soft_then_hard(run, "imap")
+    assert "while selecting INBOX" in run.first("imap", "CRITICAL", "HARD").output
+    back = run.wait_back("imap")
+    outage = run.client.outage(run.fault_at)
+    assert outage and outage[1] - outage[0] < 45, outage
+    run.report("held-lock", hard=hard, back_in_icinga=back.epoch)
+
+
+def test_a_hung_saslauthd_is_fenced_and_moved(campaign) -> None:
+    """saslauthd stopped: the IMAP greeting still answers, LOGIN and SMTP AUTH hang."""
+    run = campaign("imap")
+    run.fault(lambda: run.cluster.hang(run.source, "saslauthd"))
+    moved = lab_icinga.wait("the move", lambda: next((r for r in run.decisions() if r.get("moved")), None), 90)
+    service = moved["event"]["service"]
+    assert service in ("imap", "smtp", "roundtrip") and moved["fenced"], moved
+    hard = assert_soft_then_hard(run, service)
+    assert "while logging in" in run.first("imap", "CRITICAL").output
+    assert_problem_then_decision(run, service, CLUSTER_HOST, "MOVED", f"kolabmon-takeover recover {run.source}")
+    back = run.wait_back("imap")
+    outage = run.client.outage(run.fault_at)
+    assert outage and outage[1] - outage[0] < 45, outage
+    run.report("hung-saslauthd", hard=hard, back_in_icinga=back.epoch)
+
+
+def test_a_hung_cyrus_master_alone_moves_nothing(campaign) -> None:
+    """Cyrus's master stopped, its idle imapd children keep accepting: users are served, so nothing
+    may turn CRITICAL or move."""
+    run = campaign("imap")
+    run.fault(lambda: run.cluster.hang(run.source, "cyrus-master"))
+    try:
+        time.sleep(HARD_WITHIN)
+        assert run.first("imap") is None, [(r.state, r.output) for r in run.results("imap")]
+        assert not any(r.get("moved") for r in run.decisions()) and run.cluster.active_node() == run.source
+        assert not run.client.failed_since(run.fault_at)
+    finally:
+        run.cluster.unhang(run.source, "cyrus-master")
+    run.report("hung-cyrus-master")
 
 
 def test_killed_postfix_is_restarted_in_place_not_moved(campaign) -> None:
@@ -266,9 +314,9 @@ def test_two_second_blips_are_neither_hard_nor_moved(campaign) -> None:
     run = campaign("imap")
     run.fault(lambda: None)
     for _ in range(3):
-        run.cluster.hang(run.source, "dovecot")
+        run.cluster.hang(run.source, "imapd")
         time.sleep(2)
-        run.cluster.unhang(run.source, "dovecot")
+        run.cluster.unhang(run.source, "imapd")
         time.sleep(8)
     for service in ("imap", "smtp", "ldap"):
         assert run.first(service, "CRITICAL", "HARD") is None, [(r.state, r.state_type) for r in run.results(service)]
@@ -283,7 +331,7 @@ def test_a_hang_with_the_passive_node_down_is_refused_and_the_mail_says_why(camp
     run.cluster.kill_node(passive)
     lab_icinga.wait(f"{passive} offline", lambda: (n := run.cluster.status().node(passive)) and not n.online, 60)
     try:
-        run.fault(lambda: run.cluster.hang(run.source, "dovecot"))
+        run.fault(lambda: run.cluster.hang(run.source, "imapd"))
         hard = assert_soft_then_hard(run, "imap")
         refused = lab_icinga.wait("the refusal", lambda: next(
             (r for r in run.decisions() if r["event"]["service"] == "imap" and r["event"]["state_type"] == "HARD"
@@ -296,7 +344,7 @@ def test_a_hang_with_the_passive_node_down_is_refused_and_the_mail_says_why(camp
         assert run.cluster.active_node() == run.source
         run.report("passive-down-then-hang", hard=hard)
     finally:
-        run.cluster.unhang(run.source, "dovecot")
+        run.cluster.unhang(run.source, "imapd")
 
 
 def test_a_cut_interconnect_warns_and_heals_without_a_move(campaign) -> None:

@@ -44,10 +44,10 @@ def config(cluster, tmp_path: Path) -> Path:
     return takeover_config.write(tmp_path / "takeover")
 
 
-def test_hung_dovecot_soft_then_hard_moves_with_fencing(cluster, config) -> None:
+def test_hung_cyrus_soft_then_hard_moves_with_fencing(cluster, config) -> None:
     source = cluster.active_node()
     target = next(n for n in lab.NODES if n != source)
-    cluster.hang(source, "dovecot")
+    cluster.hang(source, "imapd")
     probe = imap_from_client(cluster, config)
     assert probe.returncode == 2, probe.stdout  # the user-side probe sees the hang
     for attempt in (1, 2):  # SOFT: Icinga retries; kolabmon waits
@@ -108,9 +108,9 @@ def test_hung_slapd_never_fights_pacemaker(cluster, config) -> None:
 
 def test_transient_fault_never_moves(cluster, config) -> None:
     source = cluster.active_node()
-    cluster.hang(source, "dovecot")
+    cluster.hang(source, "imapd")
     soft = handler(cluster, config, *event("imap", state_type="SOFT"))
-    cluster.unhang(source, "dovecot")
+    cluster.unhang(source, "imapd")
     ok = handler(cluster, config, *event("imap", state="OK"))
     assert soft.returncode == 1 and ok.returncode == 0 and "nothing to do" in ok.stdout
     assert cluster.active_node() == source
@@ -133,7 +133,7 @@ def test_passive_node_down_refuses(cluster, config) -> None:
 
 def test_dry_run_and_bad_macros_change_nothing(cluster, config) -> None:
     source = cluster.active_node()
-    cluster.hang(source, "dovecot")
+    cluster.hang(source, "imapd")
     try:
         dry = handler(cluster, config, "--dry-run", *event("imap"))
         assert dry.returncode == 0 and "dry run: would move kolab" in dry.stdout, dry.stdout
@@ -143,12 +143,12 @@ def test_dry_run_and_bad_macros_change_nothing(cluster, config) -> None:
         assert attrs.returncode != 0  # no mark was set
         assert cluster.active_node() == source
     finally:
-        cluster.unhang(source, "dovecot")
+        cluster.unhang(source, "imapd")
 
 
 def test_ten_concurrent_calls_move_exactly_once(cluster, config) -> None:
     source = cluster.active_node()
-    cluster.hang(source, "dovecot")
+    cluster.hang(source, "imapd")
     with ThreadPoolExecutor(10) as pool:
         results = list(pool.map(lambda _: handler(cluster, config, *event("imap")), range(10)))
     acted = [r for r in results if r.stdout.startswith("TAKEOVER ACTED")]
@@ -166,7 +166,7 @@ def lock_held_by(cluster, value: str) -> None:
 
 def test_the_cluster_wide_lock_waits_for_a_live_holder_and_breaks_a_dead_ones(cluster, config) -> None:
     source = cluster.active_node()
-    cluster.hang(source, "dovecot")
+    cluster.hang(source, "imapd")
     # a holder whose budget has not ended: the call waits what its own budget allows (here nothing)
     lock_held_by(cluster, f"watcher on node9 node=- until {int(time.time()) + 600}")
     busy = handler(cluster, config, *event("imap"), "--timeout", "190")

@@ -47,13 +47,13 @@ def wait_until(what: str, check, timeout: float, step: float = 0.25) -> float:
     raise AssertionError(f"{what}: not within {timeout:.0f} s")
 
 
-def test_watcher_fences_a_hung_dovecot_with_the_monitoring_host_cut_off(cluster, config) -> None:
+def test_watcher_fences_a_hung_cyrus_with_the_monitoring_host_cut_off(cluster, config) -> None:
     watcher.enable(cluster, config)
     source = cluster.active_node()
     target = next(n for n in lab.NODES if n != source)
     cluster.cut_monitor()  # no Icinga, no monitoring host: the cluster is on its own
     try:
-        cluster.hang(source, "dovecot")
+        cluster.hang(source, "imapd")
         back = wait_until("IMAP served again", lambda: imap_ok(cluster, config), timeout=30)
     finally:
         cluster.heal_monitor()
@@ -77,9 +77,9 @@ def test_two_second_blips_never_move(cluster, config) -> None:
     watcher.enable(cluster, config)
     source = cluster.active_node()
     for _ in range(5):
-        cluster.hang(source, "dovecot")
+        cluster.hang(source, "imapd")
         time.sleep(2)
-        cluster.unhang(source, "dovecot")
+        cluster.unhang(source, "imapd")
         time.sleep(2)
     time.sleep(3)
     assert cluster.active_node() == source
@@ -107,13 +107,13 @@ def test_passive_node_down_then_a_hang_is_refused_and_recorded(cluster, config) 
     cluster.wait_for(f"{target} fenced", lambda s: (n := s.node(target)) is not None and not n.online or None,
                      timeout=30)
     watcher.enable(cluster, config)
-    cluster.hang(source, "dovecot")
+    cluster.hang(source, "imapd")
     wait_until("a refusal", lambda: any(r.get("decision") == "refuse" for r in records(config)), timeout=30)
     refusal = next(r for r in records(config) if r.get("decision") == "refuse")
     assert refusal["origin"] == f"watcher on {source}"
     assert refusal["reason"] == f"passive node {target} is offline"
     assert cluster.active_node() in (source, None)
-    cluster.unhang(source, "dovecot")
+    cluster.unhang(source, "imapd")
     cluster.restore(target, timeout=90)
 
 
@@ -124,7 +124,7 @@ def test_ten_concurrent_triggers_from_three_places_move_once(cluster, config) ->
     source = cluster.active_node()
     target = next(n for n in lab.NODES if n != source)
     places = ["monitor"] * 4 + ["node1"] * 3 + ["node2"] * 3
-    cluster.hang(source, "dovecot")
+    cluster.hang(source, "imapd")
 
     def trigger(place: str) -> subprocess.CompletedProcess[str]:
         path = config if place == "monitor" else local
