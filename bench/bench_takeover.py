@@ -200,7 +200,8 @@ def blips(cluster: lab.Cluster, workdir: Path, count: int) -> dict[str, object]:
         time.sleep(3)
     time.sleep(3)
     records = audit.tail(workdir / "audit.jsonl") if (workdir / "audit.jsonl").exists() else []
-    return {"setup": "watcher", "class": f"{count} two-second Cyrus imapd blips", "moved": cluster.active_node() != source,
+    return {"setup": "watcher", "class": f"{count} two-second Cyrus imapd blips",
+            "moved": cluster.active_node() != source,
             "decisions": len([r for r in records if "event" in r]), "fences": 0}
 
 
