@@ -1,4 +1,5 @@
-"""The lab demo: start the real servers on loopback and run every kolabmon probe against them.
+"""The lab demo: start the real servers on loopback (Kolab's stack: Cyrus IMAP with saslauthd against
+slapd, Postfix delivering into it, nginx, dnsmasq) and run every kolabmon probe against them.
 
 Prints each plugin's command line (passwords come from the environment, never argv), its output
 line and its exit code, as Icinga would see them; then stops exactly the servers it started.
@@ -28,8 +29,8 @@ def probes(certs: servers.Certs, lab: dict[str, servers.Server], spool: Path) ->
     user, user_pw = "user1@example.org", servers.USERS["user1@example.org"]
     user2, user2_pw = "user2@example.org", servers.USERS["user2@example.org"]
     ca = str(certs.ca)
-    dovecot, slapd, postfix, nginx, dns = (lab[n] for n in ("dovecot", "slapd", "postfix", "nginx", "dnsmasq"))
-    imap, imaps = str(dovecot.ports["imap"]), str(dovecot.ports["imaps"])
+    cyrus, slapd, postfix, nginx, dns = (lab[n] for n in ("cyrus", "slapd", "postfix-cyrus", "nginx", "dnsmasq"))
+    imap, imaps = str(cyrus.ports["imap"]), str(cyrus.ports["imaps"])
     ldap, ldaps = str(slapd.ports["ldap"]), str(slapd.ports["ldaps"])
     smtp, smtps = str(postfix.ports["smtp"]), str(postfix.ports["smtps"])
     https = nginx.ports["https"]
@@ -97,18 +98,21 @@ def main() -> int:
             print("== starting the lab servers on loopback", flush=True)
             begin = time.monotonic()
             certs = servers.make_certs(root)
-            dovecot = servers.start_dovecot(root, certs)
-            started.append(dovecot)
-            for start in (servers.start_slapd, servers.start_nginx):
-                started.append(start(root, certs))
-            started.append(servers.start_postfix(root, certs, dovecot))
+            slapd = servers.start_slapd(root, certs)
+            started.append(slapd)
+            sasl = servers.start_saslauthd(root, slapd)
+            started.append(sasl)
+            cyrus = servers.start_cyrus(root, certs, servers.mux(sasl))
+            started.append(cyrus)
+            started.append(servers.start_nginx(root, certs))
+            started.append(servers.start_postfix(root, certs, cyrus, mux=servers.mux(sasl)))
             started.append(servers.start_dnsmasq(root))
             lab = {server.name: server for server in started}
             servers.write_freebusy(lab["nginx"], "user1@example.org")
             stale = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=2)  # not republished for 2 days
             servers.write_freebusy(lab["nginx"], "user2@example.org", dtstamp=stale)
             for server in started:
-                print(f"   {server.name:8} pid {server.pid:<7} {server.host} {server.ports}")
+                print(f"   {server.name:13} pid {server.pid:<7} {server.host} {server.ports}")
             print(f"   ready in {time.monotonic() - begin:.1f} s\n", flush=True)
             with LoopSpool(root) as spool:
                 for argv, password in probes(certs, lab, spool):
