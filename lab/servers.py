@@ -1,6 +1,7 @@
 """Real Kolab-like servers on loopback for the test suite and the demo, without systemd.
 
-Dovecot (IMAP/IMAPS/LMTP/SASL), OpenLDAP slapd, Postfix, nginx (free/busy) and dnsmasq are
+Cyrus IMAP with saslauthd (Kolab's IMAP stack), Dovecot (IMAP/IMAPS/LMTP/SASL), OpenLDAP slapd,
+Postfix, nginx (free/busy) and dnsmasq are
 started from the Debian packages with private configs under a caller-given root directory,
 on free loopback ports, each in its own session.  Stdlib only; certificates come from the
 ``openssl`` CLI.
@@ -10,12 +11,12 @@ the root directory and all its ancestors get the "x" (search) permission for oth
 
 The parts: lab/accounts.py (domain, users, LDAP accounts), lab/tls.py (the lab CA and
 certificates), lab/launch.py (ports, sessions, readiness, stopping), one module per server
-(lab/dovecot.py, slapd.py, postfix.py, nginx.py, dnsmasq.py: the config writer, shared with the
+(lab/cyrus.py, saslauthd.py, dovecot.py, slapd.py, postfix.py, nginx.py, dnsmasq.py: the config writer, shared with the
 cluster lab, and ``start_*``). This module keeps their public names, the package list and the CLI.
 
 CLI::
 
-    python lab/servers.py up DIR     # start all five, write and print DIR/servers.json
+    python lab/servers.py up DIR     # start them all, write and print DIR/servers.json
     python lab/servers.py down DIR   # stop exactly the PIDs recorded in DIR/servers.json
 """
 
@@ -35,6 +36,8 @@ if str(Path(__file__).resolve().parent.parent) not in sys.path:  # run as a scri
 
 # the servers' public names, importable from here as before the split
 from lab.accounts import (  # noqa: E402, F401
+    CYRUS_ADMIN,
+    CYRUS_ADMIN_PASSWORD,
     LAB_DOMAIN,
     LDAP_ADMIN_DN,
     LDAP_ADMIN_PASSWORD,
@@ -153,7 +156,8 @@ def _save(directory: Path, started: list[Server], certs: Certs,
 
 
 def up(directory: Path) -> dict[str, object]:
-    """Start all five servers under ``directory`` and write ``directory``/servers.json.
+    """Start every server under ``directory`` (Kolab's stack: slapd, saslauthd, Cyrus, Postfix into
+    Cyrus; Dovecot with its own Postfix; nginx, dnsmasq) and write ``directory``/servers.json.
 
     servers.json maps each server name to {pid, host, ports, root}; "certs" holds the
     certificate paths and "startup_seconds" the measured start times. On any failure or
@@ -170,16 +174,21 @@ def up(directory: Path) -> dict[str, object]:
         t0 = time.monotonic()
         certs = make_certs(directory)
         timings["certs"] = time.monotonic() - t0
+        by: dict[str, Server] = {}
         steps: list[tuple[str, Callable[[], Server]]] = [
-            ("dovecot", lambda: start_dovecot(directory, certs)),
             ("slapd", lambda: start_slapd(directory, certs)),
-            ("postfix", lambda: start_postfix(directory, certs, started[0])),
+            ("saslauthd", lambda: start_saslauthd(directory, by["slapd"])),
+            ("cyrus", lambda: start_cyrus(directory, certs, mux(by["saslauthd"]))),
+            ("postfix-cyrus", lambda: start_postfix(directory, certs, by["cyrus"], mux=mux(by["saslauthd"]))),
+            ("dovecot", lambda: start_dovecot(directory, certs)),
+            ("postfix", lambda: start_postfix(directory, certs, by["dovecot"])),
             ("nginx", lambda: start_nginx(directory, certs)),
             ("dnsmasq", lambda: start_dnsmasq(directory)),
         ]
         for label, start in steps:
             t0 = time.monotonic()
             started.append(start())
+            by[label] = started[-1]
             timings[label] = time.monotonic() - t0
             state = _save(directory, started, certs, timings)
     except BaseException:

@@ -118,6 +118,28 @@ def postfix(root: Path, certs: servers.Certs,
 
 
 @pytest.fixture(scope="module")
+def saslauthd(root: Path, slapd: servers.Server) -> Iterator[servers.Server]:
+    server = servers.start_saslauthd(root, slapd)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def cyrus(root: Path, certs: servers.Certs, saslauthd: servers.Server) -> Iterator[servers.Server]:
+    server = servers.start_cyrus(root, certs, servers.mux(saslauthd))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def cyrus_postfix(root: Path, certs: servers.Certs, cyrus: servers.Server,
+                  saslauthd: servers.Server) -> Iterator[servers.Server]:
+    server = servers.start_postfix(root, certs, cyrus, mux=servers.mux(saslauthd))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
 def nginx(root: Path, certs: servers.Certs) -> Iterator[servers.Server]:
     server = servers.start_nginx(root, certs)
     yield server
@@ -389,11 +411,55 @@ def test_dnsmasq_custom_records(tmp_path: Path) -> None:
 # --- stopping and the CLI ----------------------------------------------------------------------
 
 
+def test_cyrus_as_kolab_runs_it_logins_by_address_and_mailboxes_by_admin(cyrus: servers.Server,
+                                                                         certs: servers.Certs) -> None:
+    with imaplib.IMAP4(cyrus.host, cyrus.ports["imap"], timeout=10) as client:
+        client.starttls(tls_context(certs.ca))
+        client.login(USER, PASSWORD)
+        typ, data = client.select("INBOX", readonly=True)
+        assert typ == "OK" and data[0] == b"3"  # the seed, delivered over LMTP
+        typ, listing = client.list('""', '""')
+        assert typ == "OK" and b'"/"' in listing[0], listing  # unixhierarchysep, as Kolab
+    with imaplib.IMAP4(cyrus.host, cyrus.ports["imap"], timeout=10) as admin:
+        admin.login(servers.CYRUS_ADMIN, servers.CYRUS_ADMIN_PASSWORD)
+        typ, listing = admin.list('""', "user/*")
+        names = b" ".join(listing)
+        assert typ == "OK" and all(f"user/{user}".encode() in names for user in servers.USERS), listing
+
+
+def test_cyrus_checks_the_domain_and_the_password_through_saslauthd(cyrus: servers.Server) -> None:
+    for user, password in (("user1@other.org", PASSWORD), (USER, "wrong")):
+        with imaplib.IMAP4(cyrus.host, cyrus.ports["imap"], timeout=15) as client:
+            with pytest.raises(imaplib.IMAP4.error, match="authentication failure"):
+                client.login(user, password)
+
+
+def test_smtp_auth_through_saslauthd_and_delivery_into_cyrus(cyrus_postfix: servers.Server, cyrus: servers.Server,
+                                                             certs: servers.Certs) -> None:
+    user, password = "user2@example.org", servers.USERS["user2@example.org"]
+    subject = f"lab test {uuid.uuid4()}"
+    with smtplib.SMTP(cyrus_postfix.host, cyrus_postfix.ports["smtp"], timeout=10) as smtp:
+        smtp.starttls(context=tls_context(certs.ca))
+        smtp.login(user, password)
+        smtp.sendmail(user, [user], f"Subject: {subject}\r\n\r\nbody\r\n".encode())
+    deadline = time.monotonic() + 15
+    with imaplib.IMAP4(cyrus.host, cyrus.ports["imap"], timeout=10) as client:
+        client.login(user, password)
+        while True:
+            client.select("INBOX", readonly=True)
+            if client.search(None, "SUBJECT", f'"{subject}"')[1][0].split():
+                break
+            assert time.monotonic() < deadline, "not delivered into Cyrus within 15 s"
+            time.sleep(0.2)
+
+
 def test_stop_leaves_no_process(dovecot: servers.Server, slapd: servers.Server,
                                 postfix: servers.Server, nginx: servers.Server,
-                                dnsmasq: servers.Server,
+                                dnsmasq: servers.Server, cyrus: servers.Server,
+                                saslauthd: servers.Server, cyrus_postfix: servers.Server,
                                 dovecot_variants: dict[str, servers.Server]) -> None:
-    everything = [dovecot, slapd, postfix, nginx, dnsmasq, *dovecot_variants.values()]
+    everything = [cyrus_postfix, cyrus, saslauthd, dovecot, slapd, postfix, nginx, dnsmasq,
+                  *dovecot_variants.values()]
     assert all(len(session_members(s.pid)) >= 1 for s in everything)
     servers.stop_servers(everything)
     for server in everything:
@@ -410,15 +476,17 @@ def test_cli_up_writes_servers_json_and_down_stops_them(tmp_path: Path) -> None:
     try:
         assert up.returncode == 0, up.stderr
         assert json.loads(up.stdout) == state
-        assert set(state) >= {"dovecot", "slapd", "postfix", "nginx", "dnsmasq", "certs"}
+        assert set(state) >= {"cyrus", "saslauthd", "postfix-cyrus", "dovecot", "slapd", "postfix", "nginx",
+                              "dnsmasq", "certs"}
         assert Path(state["certs"]["ca"]).exists()
-        imap = state["dovecot"]
-        with imaplib.IMAP4(imap["host"], imap["ports"]["imap"], timeout=10) as client:
-            client.login(USER, PASSWORD)
+        for name in ("cyrus", "dovecot"):
+            imap = state[name]
+            with imaplib.IMAP4(imap["host"], imap["ports"]["imap"], timeout=10) as client:
+                client.login(USER, PASSWORD)
     finally:
         down = subprocess.run([sys.executable, script, "down", str(tmp_path)],
                               capture_output=True, text=True, timeout=60, check=False)
     assert down.returncode == 0, down.stderr
-    for name in ("dovecot", "slapd", "postfix", "nginx", "dnsmasq"):
+    for name in ("cyrus", "saslauthd", "postfix-cyrus", "dovecot", "slapd", "postfix", "nginx", "dnsmasq"):
         assert gone(state[name]["pid"]), name
         assert session_members(state[name]["pid"]) == [], name
