@@ -121,6 +121,8 @@ def make_parser() -> runtime.Parser:
 def build(args: argparse.Namespace, clock: runtime.Clock) -> nagiosplugin.Check:
     if args.port is None:
         args.port = 993 if args.tls else 143
+    if not args.folder.strip("/ "):
+        raise runtime.UsageError("--folder names no folder")
     check = ImapLogin(args, clock)
     return runtime.check(check, contexts(args), present(args, check))  # type: ignore[arg-type]
 

@@ -293,6 +293,8 @@ def build(args: argparse.Namespace, clock: runtime.Clock) -> nagiosplugin.Check:
     args.imap_host = args.imap_host or args.hostname
     if not (args.smtp_host and args.imap_host):
         raise runtime.UsageError("missing -H/--hostname (or both --smtp-host and --imap-host)")
+    if not args.folder.strip("/ "):
+        raise runtime.UsageError("--folder names no folder")
     args.smtp_port = args.smtp_port or (465 if args.tls else 25)
     args.imap_port = args.imap_port or (993 if args.tls else 143)
     args.to = args.to or args.user

@@ -261,6 +261,7 @@ def test_password_file(dovecot, tmp_path) -> None:
     (["-u", USER], "missing -H/--hostname"),
     (["-H", "127.0.0.1", "-t", "0"], "invalid number of seconds"),
     (["-H", "127.0.0.1", "--tls", "--starttls"], "not allowed with"),
+    (["-H", "127.0.0.1", "-u", USER, "--folder", "/"], "--folder names no folder"),
 ])
 def test_usage_errors_are_unknown(args, words) -> None:
     run = imap(*args)

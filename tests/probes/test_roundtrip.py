@@ -280,6 +280,7 @@ def test_hosts_default_to_h_and_can_be_split(postfix, dovecot, certs) -> None:
     (["-H", "127.0.0.1", "-u", USER, "--smtp-port", "0"], "invalid port"),
     (["-H", "127.0.0.1", "-u", USER, "-w", "x"], "invalid range"),
     (["-H", "127.0.0.1", "-u", USER, "--bogus"], "unrecognized arguments: --bogus"),
+    (["-H", "127.0.0.1", "-u", USER, "--folder", ""], "--folder names no folder"),
     (["-H", "127.0.0.1", "-u", USER, "--password-file", "/nonexistent/pw"], "cannot read password file"),
 ])
 def test_usage_errors_are_unknown(args, words) -> None:
