@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -61,6 +62,30 @@ def cyrus_postfix(request: pytest.FixtureRequest, lab_root: Path, certs: servers
                   cyrus: servers.Server, saslauthd: servers.Server) -> servers.Server:
     """Postfix delivering to Cyrus over LMTP, SMTP AUTH through saslauthd."""
     return _started(request, servers.start_postfix(lab_root, certs, cyrus, mux=servers.mux(saslauthd)))
+
+
+class Backend(NamedTuple):
+    """A mail back end as the probes meet it: its IMAP server and the Postfix delivering to it."""
+
+    name: str
+    imap: servers.Server
+    smtp: servers.Server
+
+
+BACKENDS = {"dovecot": ("dovecot", "postfix"), "cyrus": ("cyrus", "cyrus_postfix")}
+
+
+@pytest.fixture(params=list(BACKENDS))
+def imap_server(request: pytest.FixtureRequest) -> servers.Server:
+    """Each IMAP back end in turn: Dovecot, and Cyrus as Kolab runs it."""
+    return request.getfixturevalue(BACKENDS[request.param][0])
+
+
+@pytest.fixture(params=list(BACKENDS))
+def backend(request: pytest.FixtureRequest) -> Backend:
+    """Each back end in turn with its Postfix (SMTP AUTH through Dovecot's SASL, or saslauthd)."""
+    imap, smtp = BACKENDS[request.param]
+    return Backend(request.param, request.getfixturevalue(imap), request.getfixturevalue(smtp))
 
 
 @pytest.fixture(scope="session")

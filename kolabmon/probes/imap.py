@@ -28,6 +28,7 @@ class ImapLogin:
     def __init__(self, args: argparse.Namespace, clock: runtime.Clock) -> None:
         self.args, self.clock = args, clock
         self.messages: int | None = None
+        self.folder = args.folder  # the server's own name for it, once logged in
 
     def probe(self) -> Iterator[nagiosplugin.Metric]:
         import imaplib
@@ -36,7 +37,7 @@ class ImapLogin:
         import nagiosplugin
 
         from kolabmon import tls
-        from kolabmon.clients.imap import close, logout, text
+        from kolabmon.clients.imap import close, folder_name, login_failure, logout, text
 
         args, clock = self.args, self.clock
         ssl_context = tls.context(args.ca_file, args.insecure) if args.tls or args.starttls else None
@@ -55,13 +56,16 @@ class ImapLogin:
                 clock.enter("logging in")
                 client.socket().settimeout(clock.remaining())
                 client.login(args.user, args.password)
-                clock.enter(f"selecting {args.folder}")
+                clock.enter(f"looking up the folder {args.folder}")
                 client.socket().settimeout(clock.remaining())
-                self.messages = int(client.select_folder(args.folder, readonly=True)[b"EXISTS"])
+                self.folder = folder_name(client, args.folder)
+                clock.enter(f"selecting {self.folder}")
+                client.socket().settimeout(clock.remaining())
+                self.messages = int(client.select_folder(self.folder, readonly=True)[b"EXISTS"])
             elapsed = clock.since("connecting")
             logout(client, clock)
         except imapclient.exceptions.LoginError as exc:
-            raise runtime.PluginError(f"login failed for {args.user}: {text(exc)}") from None
+            raise runtime.PluginError(login_failure(args.user, exc, clock.since("logging in"))) from None
         except imaplib.IMAP4.error as exc:
             raise runtime.PluginError(f"IMAP error while {clock.step}: {text(exc)}") from None
         finally:
@@ -91,11 +95,11 @@ def contexts(args: argparse.Namespace) -> list[object]:
 # --- present -------------------------------------------------------------------------------
 
 
-def present(args: argparse.Namespace) -> object:
+def present(args: argparse.Namespace, check: ImapLogin) -> object:
     def line(results: nagiosplugin.Results) -> str:
         parts = [f"{args.user} logged in" if args.user else f"{args.hostname} answered"]
         if "messages" in results:
-            parts.append(f"{args.folder} {results['messages'].metric.value} messages")
+            parts.append(f"{check.folder} {results['messages'].metric.value} messages")
         return runtime.line_end(parts, results)
     return line
 
@@ -108,14 +112,19 @@ def make_parser() -> runtime.Parser:
                        port="TCP port (default 143)")
     runtime.add_auth(p, "user to log in as (without it: connect and read the greeting only)")
     runtime.add_tls(p)
-    p.add_argument("--folder", default="INBOX", help="folder to select (default INBOX)")
+    p.add_argument("--folder", default="INBOX",
+                   help="folder to select, levels separated by / (default INBOX); a name outside the "
+                        "server's namespaces is one of the user's own folders (Cyrus: Sent is INBOX/Sent)")
     return p
 
 
 def build(args: argparse.Namespace, clock: runtime.Clock) -> nagiosplugin.Check:
     if args.port is None:
         args.port = 993 if args.tls else 143
-    return runtime.check(ImapLogin(args, clock), contexts(args), present(args))  # type: ignore[arg-type]
+    if not args.folder.strip("/ "):
+        raise runtime.UsageError("--folder names no folder")
+    check = ImapLogin(args, clock)
+    return runtime.check(check, contexts(args), present(args, check))  # type: ignore[arg-type]
 
 
 PLUGIN = runtime.Plugin(SERVICE, build, make_parser, logs_in=lambda args: bool(args.user))

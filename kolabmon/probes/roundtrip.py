@@ -42,6 +42,7 @@ class RoundTrip:
         self.args, self.clock = args, clock
         self.stale_removed = 0
         self.queued = ""
+        self.folder = args.folder  # the server's own name for it, once logged in
 
     def probe(self) -> Iterator[nagiosplugin.Metric]:
         import imaplib
@@ -60,7 +61,7 @@ class RoundTrip:
             accepted = clock.elapsed()
             uids = self.wait_for(imap, tag, accepted)
             delivery = clock.elapsed() - accepted
-            clock.enter(f"deleting the probe message from {args.folder}")
+            clock.enter(f"deleting the probe message from {self.folder}")
             self.delete(imap, uids)
             total = clock.since("connecting to IMAP")
             imap_client.logout(imap, clock, " of IMAP")
@@ -98,11 +99,14 @@ class RoundTrip:
                 client.starttls(context)
             step(client, clock, f"logging in to IMAP as {args.user}")
             client.login(args.user, args.password)
-            step(client, clock, f"selecting {args.folder} on IMAP")
-            client.select_folder(args.folder)
+            step(client, clock, f"looking up the folder {args.folder} on IMAP")
+            self.folder = imap_client.folder_name(client, args.folder)
+            step(client, clock, f"selecting {self.folder} on IMAP")
+            client.select_folder(self.folder)
         except imapclient.exceptions.LoginError as exc:
             imap_client.close(client)
-            raise runtime.PluginError(f"IMAP login failed for {args.user}: {imap_client.text(exc)}") from None
+            failure = imap_client.login_failure(args.user, exc, clock.since(f"logging in to IMAP as {args.user}"))
+            raise runtime.PluginError(f"IMAP {failure}") from None
         except imaplib.IMAP4.error as exc:
             imap_client.close(client)
             raise runtime.PluginError(f"IMAP error while {clock.step}: {imap_client.text(exc)}") from None
@@ -115,7 +119,7 @@ class RoundTrip:
         """Delete probe messages older than STALE_AFTER that failed runs left; returns how many."""
         from datetime import UTC, datetime
 
-        step(client, self.clock, f"looking for stale probe messages in {self.args.folder}")
+        step(client, self.clock, f"looking for stale probe messages in {self.folder}")
         found = client.search(["SUBJECT", SUBJECT_PREFIX.strip()])
         if not found:
             return 0
@@ -187,7 +191,7 @@ class RoundTrip:
         # leave time to report (and the watchdog its margin) rather than be cut off mid-poll
         early = min(max(runtime.HANG_MARGIN, clock.timeout * runtime.REPORT_SHARE), clock.timeout / 2)
         poll_until = clock.timeout - early
-        clock.enter(f"waiting for the message in {args.folder}")
+        clock.enter(f"waiting for the message in {self.folder}")
         while True:
             client.socket().settimeout(clock.remaining())
             client.noop()
@@ -197,7 +201,7 @@ class RoundTrip:
             if clock.elapsed() >= poll_until:
                 queued = f" ({self.queued})" if self.queued else ""
                 raise runtime.PluginError(
-                    f"message accepted by SMTP{queued} but not seen in {args.folder} of {args.user} "
+                    f"message accepted by SMTP{queued} but not seen in {self.folder} of {args.user} "
                     f"after {clock.elapsed() - accepted:.1f} s")
             time.sleep(max(min(args.poll, poll_until - clock.elapsed()), 0))
 
@@ -243,7 +247,7 @@ def contexts(args: argparse.Namespace) -> list[object]:
 
 def present(args: argparse.Namespace, check: RoundTrip) -> Callable[[nagiosplugin.Results], str]:
     def line(results: nagiosplugin.Results) -> str:
-        text = (f"message from {args.sender} to {args.to} seen in {args.folder} after "
+        text = (f"message from {args.sender} to {args.to} seen in {check.folder} after "
                 f"{results['delivery'].metric.value:.3f} s (SMTP {results['smtp_time'].metric.value:.3f} s, "
                 f"total {results['time'].metric.value:.3f} s)")
         if args.verbose:
@@ -273,7 +277,9 @@ def make_parser() -> runtime.Parser:
     p.add_argument("--from", dest="sender", metavar="ADDRESS", help="envelope and header sender (default: -u)")
     p.add_argument("--no-smtp-auth", action="store_true",
                    help="submit without SMTP AUTH (inbound mail, as from outside); -u still logs in to IMAP")
-    p.add_argument("--folder", default="INBOX", help="folder the message is delivered to (default INBOX)")
+    p.add_argument("--folder", default="INBOX",
+                   help="folder the message is delivered to, levels separated by / (default INBOX); "
+                        "a name outside the server's namespaces is one of the user's own folders")
     p.add_argument("--poll", type=runtime.positive_seconds, default=0.2, metavar="SECONDS",
                    help="seconds between looks into the folder (default 0.2)")
     p.add_argument("--ehlo", metavar="NAME", help="name to say in EHLO (default: this host's FQDN)")
@@ -287,6 +293,8 @@ def build(args: argparse.Namespace, clock: runtime.Clock) -> nagiosplugin.Check:
     args.imap_host = args.imap_host or args.hostname
     if not (args.smtp_host and args.imap_host):
         raise runtime.UsageError("missing -H/--hostname (or both --smtp-host and --imap-host)")
+    if not args.folder.strip("/ "):
+        raise runtime.UsageError("--folder names no folder")
     args.smtp_port = args.smtp_port or (465 if args.tls else 25)
     args.imap_port = args.imap_port or (993 if args.tls else 143)
     args.to = args.to or args.user
