@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import time
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,3 +69,25 @@ def assert_plugin_output(out: str, rc: int) -> re.Match[str]:
     return match
 
 
+
+
+# --- OCF resource agents ---------------------------------------------------------------------
+OCF_DTD_DIR = Path("/usr/share/resource-agents")  # ra-api-1.dtd, which the meta-data's DOCTYPE names
+
+
+def valid_meta_data(agent: Path) -> ET.Element:
+    """The agent's meta-data, checked as ocf-tester checks it (valid against ra-api-1.dtd)."""
+    meta = subprocess.run([str(agent), "meta-data"], capture_output=True, text=True, timeout=10,
+                          env={"PATH": os.environ["PATH"]})
+    assert meta.returncode == 0, meta.stderr
+    lint = subprocess.run(["xmllint", "--noout", "--valid", "-"], input=meta.stdout, cwd=OCF_DTD_DIR,
+                          capture_output=True, text=True, timeout=10)
+    assert lint.returncode == 0, lint.stderr
+    return ET.fromstring(meta.stdout)
+
+
+def exit_reason(result: subprocess.CompletedProcess[str]) -> str:
+    """The agent's last ocf-exit-reason line."""
+    lines = [line for line in result.stderr.splitlines() if line.startswith("ocf-exit-reason:")]
+    assert lines, f"no ocf-exit-reason in {result.stderr!r}"
+    return lines[-1].removeprefix("ocf-exit-reason:")

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import tempfile
 import time
-import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,10 +17,10 @@ import pytest
 
 from kolabmon import ocf
 from tests.fakes import watch as fake_watch
+from tests.helpers import exit_reason, valid_meta_data
 
 ROOT = Path(__file__).resolve().parents[2]
 WATCH = ROOT / ".venv" / "bin" / "kolabmon-watch"
-DTD_DIR = Path("/usr/share/resource-agents")  # ra-api-1.dtd, which the meta-data's DOCTYPE names
 THREE_NODES = Path(__file__).parent / "bad-configs" / "three-nodes.toml"
 CONFIG = """
 cluster = "kolab-cluster"
@@ -117,12 +116,6 @@ def dead(pid: int, within: float = 5.0) -> None:
     raise AssertionError(f"pid {pid} still running after {within} s")
 
 
-def exit_reason(result: subprocess.CompletedProcess[str]) -> str:
-    lines = [line for line in result.stderr.splitlines() if line.startswith("ocf-exit-reason:")]
-    assert lines, f"no ocf-exit-reason in {result.stderr!r}"
-    return lines[-1].removeprefix("ocf-exit-reason:")
-
-
 def test_ocf_tester_passes(agent: Path, config: Path, state: Path, env: dict[str, str]) -> None:
     tester = subprocess.run(["ocf-tester", "-n", "test", "-o", f"config={config}", "-o", "node=test",
                              "-o", f"state_dir={state}", "-o", f"binary={WATCH}", str(agent)],
@@ -133,13 +126,7 @@ def test_ocf_tester_passes(agent: Path, config: Path, state: Path, env: dict[str
 
 def test_meta_data_is_valid_and_documents_every_parameter(agent: Path) -> None:
     # as ocf-tester validates it: DOCTYPE ra-api-1.dtd, resolved in the DTD's directory
-    meta = subprocess.run([str(agent), "meta-data"], capture_output=True, text=True, timeout=10,
-                          env={"PATH": os.environ["PATH"]})
-    assert meta.returncode == 0
-    lint = subprocess.run(["xmllint", "--noout", "--valid", "-"], input=meta.stdout, cwd=DTD_DIR,
-                          capture_output=True, text=True, timeout=10)
-    assert lint.returncode == 0, lint.stderr
-    root = ET.fromstring(meta.stdout)
+    root = valid_meta_data(agent)
     defaults = {p.get("name"): p.find("content").get("default")  # type: ignore[union-attr]
                 for p in root.iter("parameter")}
     assert defaults == {"config": "/etc/kolabmon/takeover.toml", "binary": str(WATCH), "node": "",

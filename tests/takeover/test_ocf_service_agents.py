@@ -11,7 +11,6 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,8 +18,8 @@ import pytest
 
 from kolabmon import ocf
 from lab import cyrus, saslauthd, servers
+from tests.helpers import exit_reason, valid_meta_data
 
-DTD_DIR = Path("/usr/share/resource-agents")
 OCF_SUCCESS, OCF_ERR_GENERIC, OCF_ERR_INSTALLED, OCF_ERR_CONFIGURED, OCF_NOT_RUNNING = 0, 1, 5, 6, 7
 
 
@@ -71,12 +70,6 @@ def base_env(instance: str, **params: str) -> dict[str, str]:
 def run(agent: Path, action: str, env: dict[str, str], **override: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(agent), action], env={**env, **override}, capture_output=True, text=True,
                           timeout=60, stdin=subprocess.DEVNULL)
-
-
-def exit_reason(result: subprocess.CompletedProcess[str]) -> str:
-    lines = [line for line in result.stderr.splitlines() if line.startswith("ocf-exit-reason:")]
-    assert lines, f"no ocf-exit-reason in {result.stderr!r}"
-    return lines[-1].removeprefix("ocf-exit-reason:")
 
 
 def processes(word: str) -> list[int]:
@@ -135,13 +128,7 @@ def test_ocf_tester_passes_both(agents: dict[str, Path], sasl_env: dict[str, str
 
 def test_meta_data_is_valid_and_documents_every_parameter(agents: dict[str, Path]) -> None:
     for agent in agents.values():
-        meta = subprocess.run([str(agent), "meta-data"], capture_output=True, text=True, timeout=10,
-                              env={"PATH": os.environ["PATH"]})
-        assert meta.returncode == 0
-        lint = subprocess.run(["xmllint", "--noout", "--valid", "-"], input=meta.stdout, cwd=DTD_DIR,
-                              capture_output=True, text=True, timeout=10)
-        assert lint.returncode == 0, lint.stderr
-        root = ET.fromstring(meta.stdout)
+        root = valid_meta_data(agent)
         assert root.get("name") == agent.name
         assert all(p.findtext("longdesc", "").strip() and p.findtext("shortdesc", "").strip()
                    for p in root.iter("parameter"))
