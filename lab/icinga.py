@@ -32,7 +32,7 @@ BIN = ROOT / ".venv" / "bin"
 ONCALL = "user2@example.org"
 USER = "user1@example.org"
 # the lab's timing: check every 2 s, retry every 1 s, HARD at the 3rd failure; IMAP gives up on a
-# hung server after 4 s, so a hung Dovecot turns HARD about 3 x (4 + 1) = 15 s after the fault
+# hung server after 4 s, so a hung Cyrus turns HARD about 3 x (4 + 1) = 15 s after the fault
 CHECK, RETRY, ATTEMPTS, PLUGIN_TIMEOUT = 2, 1, 3, 4
 NODE_RETRY = 3  # the nodes' storage retries span 6 s, more than a heartbeat check (every 2 s) takes
 FORMAT = "\\t".join(f"${m}$" for m in ("service.last_check", "host.name", "service.name", "service.state",
