@@ -26,7 +26,6 @@ from lab.topology import (
     NODES,
     PDU_SOCKET,
     RUN,
-    SERVICE_AGENTS,
     SHARED,
     WATCH_BINARY,
     WATCHER_AGENT,
@@ -90,10 +89,8 @@ def build() -> None:
     pdu.install_fence_agent()
     pid = pdu.start_pdu()
     phase(f"fence agent {FENCE_AGENT} installed; lab PDU pid {pid}")
-    install_watcher_agent()
-    for agent in SERVICE_AGENTS:
-        ocf.install_service_agent(agent.name, agent.parent)
-    names = ", ".join(agent.name for agent in SERVICE_AGENTS)
+    install_agents()
+    names = ", ".join(ocf.SERVICE_AGENTS)
     phase(f"resource agents {WATCHER_AGENT} (for {WATCH_BINARY}), {names} installed")
     for node in NODES:
         answer = pdu.pdu_request(f"on {node}")
@@ -102,15 +99,18 @@ def build() -> None:
     phase("nodes powered on: " + ", ".join(f"{n} unshare {nodes.recorded(n)}" for n in NODES))
 
 
-def install_watcher_agent() -> None:
+def install_agents() -> None:
+    """ocf:kolabmon:watcher for the project's kolabmon-watch and the service agents, as shipped."""
     ocf.install(WATCHER_AGENT.parent, str(WATCH_BINARY))
+    for name in ocf.SERVICE_AGENTS:
+        ocf.install_service_agent(name, WATCHER_AGENT.parent)
 
 
-def remove_watcher_agent() -> None:
+def remove_agents() -> None:
     """Remove ocf:kolabmon:watcher and the service agents where they are the lab's copies (another is
     left and reported), and their provider directory once empty."""
     ours = {WATCHER_AGENT: ocf.agent_text(str(WATCH_BINARY)),
-            **{agent: ocf.AGENT.with_name(agent.name).read_text() for agent in SERVICE_AGENTS}}
+            **{WATCHER_AGENT.with_name(name): ocf.AGENT.with_name(name).read_text() for name in ocf.SERVICE_AGENTS}}
     for agent, text in ours.items():
         if not agent.exists():
             continue
@@ -154,7 +154,7 @@ def remove() -> None:
         proc.poll()
     PDU_SOCKET.unlink(missing_ok=True)
     pdu.remove_fence_agent()
-    remove_watcher_agent()
+    remove_agents()
     for device in disk.loop_devices():
         attempt(["losetup", "--detach", device])
     deadline = time.monotonic() + 10
@@ -187,5 +187,6 @@ def leftovers() -> list[str]:
     mounts = Path("/proc/mounts").read_text()
     found += [f"mount {line.split()[1]}" for line in mounts.splitlines() if str(LAB_DIR) in line]
     found += [f"pid {name} {pid}" for name in ("pdu", *NODES) if (pid := nodes.recorded(name))]
-    found += [f"file {agent}" for agent in (FENCE_AGENT, WATCHER_AGENT, *SERVICE_AGENTS) if agent.exists()]
+    agents = [WATCHER_AGENT, *(WATCHER_AGENT.with_name(name) for name in ocf.SERVICE_AGENTS)]
+    found += [f"file {agent}" for agent in (FENCE_AGENT, *agents) if agent.exists()]
     return found

@@ -26,10 +26,9 @@ CLUSTER_PY = ROOT / "lab" / "cluster.py"  # the CLI: the PDU and the in-node hel
 NODE_RUN = ROOT / "lab" / "cluster" / "node-run.sh"
 FENCE_AGENT_SOURCE = ROOT / "lab" / "fence" / "fence_labns"
 FENCE_AGENT = Path("/usr/sbin/fence_labns")  # where pacemaker-fenced looks for fence_* agents
-# ocf:kolabmon:watcher, installed for the project's kolabmon-watch; the nodes share the host's /usr
+# ocf:kolabmon:watcher, installed for the project's kolabmon-watch, and beside it the service agents
+# (ocf:kolabmon:cyrus-imapd, saslauthd) as shipped; the nodes share the host's /usr
 WATCHER_AGENT = Path("/usr/lib/ocf/resource.d/kolabmon/watcher")
-# ocf:kolabmon:cyrus-imapd and ocf:kolabmon:saslauthd, installed as shipped, for the group's Cyrus
-SERVICE_AGENTS = tuple(WATCHER_AGENT.with_name(name) for name in ("cyrus-imapd", "saslauthd"))
 WATCH_BINARY = ROOT / ".venv" / "bin" / "kolabmon-watch"
 
 CLUSTER_NAME = "kolablab"
