@@ -3,7 +3,7 @@ resource ocf:kolabmon:watcher), so failover keeps working when the monitoring ho
 
     kolabmon-watch [--config FILE] [--node NAME] [--status-file FILE]   # until SIGTERM
     kolabmon-watch [--config FILE] check                                # the config: exit 0, or one line and 3
-    kolabmon-watch install-agent [--directory DIR]                      # the OCF agent, for this kolabmon
+    kolabmon-watch install-agent [--directory DIR]                      # the OCF agents, for this kolabmon
 
 While its node runs the whole group, the watcher runs the probes of `[watch] services` in-process
 (the same checks Icinga runs, from `[services.X] reprobe`, with `[watch] timeout`), one thread per
@@ -308,7 +308,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--node", help="this node's name in [nodes] (default: crm_node -n)")
     p.add_argument("--status-file", type=Path, help="rewritten every cycle: the OCF agent's monitor reads it")
     p.add_argument("--directory", type=Path, default=Path("/usr/lib/ocf/resource.d/kolabmon"),
-                   help="install-agent: where the OCF agent goes")
+                   help="install-agent: where the OCF agents go")
     p.add_argument("command", nargs="?", choices=["run", "check", "install-agent"], default="run")
     return p.parse_args(argv)
 
@@ -319,8 +319,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "install-agent":
             from kolabmon import ocf
 
-            where = ocf.install(args.directory, str(Path(sys.argv[0]).resolve()))
-            sys.stdout.write(f"WATCH OK - installed {where}\n")
+            where = [ocf.install(args.directory, str(Path(sys.argv[0]).resolve())),
+                     *(ocf.install_service_agent(name, args.directory) for name in ocf.SERVICE_AGENTS)]
+            sys.stdout.write(f"WATCH OK - installed {', '.join(map(str, where))}\n")
             return 0
         config = load(args.config)
         node = args.node or (this_node() if args.command == "run" else next(iter(config.nodes)))

@@ -6,11 +6,14 @@ missing files, bad parameters)."""
 
 from __future__ import annotations
 
+import contextlib
+import grp
 import os
 import shutil
 import signal
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,7 +33,11 @@ def top() -> Iterator[Path]:
     path.chmod(0o755)
     try:
         yield path
-    finally:
+    finally:  # whatever a failed test left running under it
+        for pid in [pid for word in (str(path / "cyrus" / "imapd.conf"), str(path / "sasl-run"))
+                    for pid in processes(word)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         shutil.rmtree(path)
 
 
@@ -137,11 +144,10 @@ def test_meta_data_is_valid_and_documents_every_parameter(agents: dict[str, Path
 
 def test_a_login_works_through_what_the_agents_started(agents: dict[str, Path], sasl: dict[str, str],
                                                       cyrus_env: dict[str, str]) -> None:
-    mux = Path(sasl["OCF_RESKEY_socket_dir"]) / "mux"
-    user, password = next(iter(servers.USERS.items()))
-    login = subprocess.run(["testsaslauthd", "-f", str(mux), "-u", user, "-p", password], capture_output=True,
-                           text=True, timeout=30)
-    assert login.returncode == 0 and "OK" in login.stdout, login.stdout
+    socket_dir = Path(sasl["OCF_RESKEY_socket_dir"])
+    assert (socket_dir / "mux").is_socket()
+    assert socket_dir.stat().st_mode & 0o777 == 0o710 and socket_dir.stat().st_gid == grp.getgrnam("sasl").gr_gid
+    user = next(iter(servers.USERS))
     agent = agents["cyrus-imapd"]
     try:
         assert run(agent, "start", cyrus_env).returncode == OCF_SUCCESS
@@ -175,35 +181,34 @@ def test_hung_imapd_fails_only_the_deep_monitor_and_stop_ends_it(agents: dict[st
     assert run(agent, "monitor", cyrus_env).returncode == OCF_NOT_RUNNING
 
 
-def test_a_killed_daemon_is_not_running_and_its_pid_file_goes(agents: dict[str, Path], sasl: dict[str, str],
-                                                              cyrus_env: dict[str, str]) -> None:
-    pid_file = Path(sasl["OCF_RESKEY_socket_dir"]) / "saslauthd.pid"
-    os.killpg(int(pid_file.read_text().split()[0]), signal.SIGKILL)
-    deadline = 50
-    while processes(sasl["OCF_RESKEY_socket_dir"]) and deadline:
-        deadline -= 1
-        subprocess.run(["sleep", "0.1"], check=True)
-    assert run(agents["saslauthd"], "monitor", sasl).returncode == OCF_NOT_RUNNING
-    agent = agents["cyrus-imapd"]
-    assert run(agent, "start", cyrus_env).returncode == OCF_SUCCESS
-    pidfile = Path(cyrus_env["OCF_RESKEY_pidfile"])
-    master = int(pidfile.read_text().split()[0])
-    os.kill(master, signal.SIGKILL)
-    try:
-        os.waitpid(master, 0)
-    except ChildProcessError:
-        pass
-    assert run(agent, "monitor", cyrus_env).returncode == OCF_NOT_RUNNING
-    assert not pidfile.exists(), "monitor removes a pid file whose process is gone"
-    assert run(agent, "stop", cyrus_env).returncode == OCF_SUCCESS
-    for pid in processes(cyrus_env["OCF_RESKEY_config"]):  # the orphaned children of the killed master
-        os.kill(pid, signal.SIGKILL)
+def test_a_daemon_killed_alone_is_not_running_and_stop_ends_what_it_left(
+        agents: dict[str, Path], sasl_env: dict[str, str], cyrus_env: dict[str, str]) -> None:
+    """The daemon SIGKILLed and its workers (saslauthd) or services (Cyrus) left behind: monitor says
+    not running, and stop ends the orphans by the session the pid file names."""
+    for name, params, pid_file, word in (
+            ("saslauthd", sasl_env, Path(sasl_env["OCF_RESKEY_socket_dir"]) / "saslauthd.pid",
+             sasl_env["OCF_RESKEY_socket_dir"]),
+            ("cyrus-imapd", cyrus_env, Path(cyrus_env["OCF_RESKEY_pidfile"]), cyrus_env["OCF_RESKEY_config"])):
+        agent = agents[name]
+        assert run(agent, "start", params).returncode == OCF_SUCCESS
+        leader = int(pid_file.read_text().split()[0])
+        os.kill(leader, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while leader in processes(word) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        left = processes(word)
+        assert left and leader not in left, (name, left)  # the workers or services outlive it
+        assert run(agent, "monitor", params).returncode == OCF_NOT_RUNNING
+        stop = run(agent, "stop", params)
+        assert stop.returncode == OCF_SUCCESS, stop.stderr
+        assert processes(word) == [], name
+        assert not pid_file.exists()
 
 
 def test_bad_parameters_are_refused(agents: dict[str, Path], cyrus_env: dict[str, str], sasl_env: dict[str, str],
                                     tmp_path: Path) -> None:
     agent = agents["cyrus-imapd"]
-    cases = [({"OCF_RESKEY_config": str(tmp_path / "none.conf")}, OCF_ERR_CONFIGURED, "cannot be read"),
+    cases = [({"OCF_RESKEY_config": str(tmp_path / "none.conf")}, OCF_ERR_INSTALLED, "cannot be read"),
              ({"OCF_RESKEY_imap_address": "localhost"}, OCF_ERR_CONFIGURED, "HOST:PORT"),
              ({"OCF_RESKEY_greeting_timeout": "0"}, OCF_ERR_CONFIGURED, "greeting_timeout"),
              ({"OCF_RESKEY_binary": str(tmp_path / "master")}, OCF_ERR_INSTALLED, "not executable"),
@@ -215,7 +220,21 @@ def test_bad_parameters_are_refused(agents: dict[str, Path], cyrus_env: dict[str
         assert run(agent, "monitor", cyrus_env, **override).returncode == OCF_NOT_RUNNING
     for override, rc, words in [
             ({"OCF_RESKEY_threads": "many"}, OCF_ERR_CONFIGURED, "threads"),
+            ({"OCF_RESKEY_config": str(tmp_path / "none.conf")}, OCF_ERR_INSTALLED, "cannot be read"),
+            ({"OCF_RESKEY_socket_group": "no-such-group-here"}, OCF_ERR_INSTALLED, "socket_group"),
             ({"OCF_RESKEY_binary": str(tmp_path / "saslauthd")}, OCF_ERR_INSTALLED, "not executable")]:
         result = run(agents["saslauthd"], "start", sasl_env, **override)
         assert result.returncode == rc and words in exit_reason(result), (override, result.stderr)
     assert processes(cyrus_env["OCF_RESKEY_config"]) == [] and processes(sasl_env["OCF_RESKEY_socket_dir"]) == []
+
+
+def test_install_agent_installs_the_service_agents_beside_the_watchers(tmp_path: Path) -> None:
+    watch = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "kolabmon-watch"
+    done = subprocess.run([str(watch), "install-agent", "--directory", str(tmp_path / "kolabmon")],
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0 and done.stdout.startswith("WATCH OK - installed "), done.stdout + done.stderr
+    installed = sorted(path.name for path in (tmp_path / "kolabmon").iterdir())
+    assert installed == sorted(["watcher", *ocf.SERVICE_AGENTS])
+    for name in ocf.SERVICE_AGENTS:
+        path = tmp_path / "kolabmon" / name
+        assert path.read_text() == ocf.AGENT.with_name(name).read_text() and path.stat().st_mode & 0o777 == 0o755
