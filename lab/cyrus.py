@@ -115,9 +115,8 @@ def make_store(d: Path, cert: Path, key: Path) -> tuple[Path, Path]:
         mkdir(d / "config" / sub)
     for sub in ("spool", "sieve", "tls"):
         mkdir(d / sub)
-    shutil.copyfile(cert, d / "tls" / "cert.pem")
-    shutil.copyfile(key, d / "tls" / "key.pem")
-    (d / "tls" / "key.pem").chmod(0o600)
+    write(d / "tls" / "cert.pem", cert.read_text())
+    write(d / "tls" / "key.pem", key.read_text(), 0o600)
     chown_tree(d)
     return d / "tls" / "cert.pem", d / "tls" / "key.pem"
 

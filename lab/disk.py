@@ -112,16 +112,16 @@ def seed_mail() -> str:
     """Inside the active node: create the users' mailboxes as Cyrus's admin and deliver user1's seed
     messages over Cyrus's LMTP socket, unless its INBOX has them; say what was done."""
     cyrus.create_mailboxes(CLUSTER_IP, PORTS["imap"], list(USERS))
-    with imaplib.IMAP4(CLUSTER_IP, PORTS["imap"], timeout=10) as conn:
-        conn.login(USER1, USERS[USER1])
-        typ, data = conn.select("INBOX", readonly=True)
-        count = int(data[0] or 0) if typ == "OK" else 0
-    if count >= SEED_MESSAGES:
-        return f"mailboxes there, {USER1} has {count} messages"
     try:
+        with imaplib.IMAP4(CLUSTER_IP, PORTS["imap"], timeout=10) as conn:
+            conn.login(USER1, USERS[USER1])
+            typ, data = conn.select("INBOX", readonly=True)
+            count = int(data[0] or 0) if typ == "OK" else 0
+        missing = range(count + 1, SEED_MESSAGES + 1)
         with smtplib.LMTP(str(CYRUS_RUN / "socket" / "lmtp"), timeout=10) as lmtp:
-            for i in range(1, SEED_MESSAGES + 1):
+            for i in missing:
                 lmtp.sendmail(f"lab@{LAB_DOMAIN}", [USER1], seed_message(USER1, i).as_bytes())
-    except (OSError, smtplib.SMTPException) as exc:
-        raise LabError(f"seed mail: LMTP delivery to {USER1} failed: {exc}") from exc
-    return f"mailboxes of {', '.join(USERS)} created, {SEED_MESSAGES} messages for {USER1}"
+    except (OSError, ValueError, imaplib.IMAP4.error, smtplib.SMTPException) as exc:
+        raise LabError(f"seed mail for {USER1}: {type(exc).__name__}: {exc}") from exc
+    return (f"mailboxes of {', '.join(USERS)} there, {len(missing)} of {SEED_MESSAGES} seed messages "
+            f"delivered to {USER1}")

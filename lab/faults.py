@@ -113,11 +113,15 @@ def crash(node: str, service: str) -> int:
 def hold_lock(path: str) -> int:
     """Inside a node: take a POSIX write lock on ``path`` as Cyrus's own locking does, say
     "locked PID", and hold it until killed (or the node dies)."""
-    with open(path, "r+b") as fh:
+    try:
+        fh = open(path, "r+b")  # noqa: SIM115 (held until the process dies)
         fcntl.lockf(fh, fcntl.LOCK_EX)
-        print(f"locked {os.getpid()}", flush=True)
-        while True:
-            time.sleep(3600)
+    except OSError as exc:
+        print(f"hold-lock: {path}: {exc.strerror}", file=sys.stderr)
+        return 1
+    print(f"locked {os.getpid()}", flush=True)
+    while True:
+        time.sleep(3600)
 
 
 def lock_mailboxes(node: str, timeout: float = 10.0) -> int:
@@ -130,7 +134,9 @@ def lock_mailboxes(node: str, timeout: float = 10.0) -> int:
     ready, _, _ = select.select([proc.stdout], [], [], timeout)
     line = proc.stdout.readline() if ready else ""
     if not line.startswith("locked "):
-        proc.kill()
+        with contextlib.suppress(ProcessLookupError):  # lab/on, nsenter and the holder: its own session
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
         raise LabError(f"lock_mailboxes on {node}: no lock within {timeout:.0f} s: "
                        f"{line.strip() or (proc.stderr.read() if proc.poll() is not None and proc.stderr else '')}")
     _HOLDERS.append(proc)
@@ -146,7 +152,9 @@ def unlock_mailboxes() -> str:
     except (OSError, ValueError):
         return "no lock held"
     LOCK_HOLDER.unlink(missing_ok=True)
-    res = nodes.on(node, "kill", pid)
+    # only if that PID is still the holder: a node restored since has other processes under it
+    res = nodes.on(node, "sh", "-c", 'tr "\\000" " " < /proc/$1/cmdline | grep -q " hold-lock " && kill "$1"',
+                   "sh", pid)
     for proc in _HOLDERS:
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.communicate(timeout=5)

@@ -9,6 +9,7 @@ fails a login after two of them)."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from lab.util import LabError, fresh_dir, make_traversable, mkdir, tail, write
 
 LDAP_TIMEOUT = 5
 WORKERS = 2
+SOCKET_GROUP = "sasl"
 
 
 def saslauthd_conf(ldap_url: str) -> str:
@@ -59,7 +61,9 @@ def start_saslauthd(root: Path, slapd: Server) -> Server:
     make_traversable(d)
     claim(d, "saslauthd")
     run_dir = fresh_dir(d / "run")
-    run_dir.chmod(0o755)  # imapd (user cyrus) and smtpd (user postfix) connect to the socket
+    # as Debian keeps /run/saslauthd: only group sasl (cyrus; postfix, which lab/setup.sh adds) gets in
+    shutil.chown(run_dir, "root", SOCKET_GROUP)
+    run_dir.chmod(0o710)
     out = d / "saslauthd.out"
     out.write_text("")
     conf = write(d / "saslauthd.conf", saslauthd_conf(f"ldap://{slapd.host}:{slapd.ports['ldap']}/"), 0o600)

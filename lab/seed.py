@@ -1,5 +1,5 @@
 """The seed mail every lab IMAP server starts with (user1's INBOX holds a few messages), delivered
-over LMTP to a single-host server or written into the cluster's store."""
+over LMTP: to a single-host server's port, or in the cluster over Cyrus's socket (lab/disk.py)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,7 @@ from lab.util import LabError, tail
 
 
 def seed_message(user: str, i: int) -> EmailMessage:
-    """The ``i``-th seed message for ``user`` (the single-host lab delivers it, the cluster's disk
-    holds it in the Maildir)."""
+    """The ``i``-th seed message for ``user``."""
     msg = EmailMessage()
     msg["From"] = f"lab@{LAB_DOMAIN}"
     msg["To"] = user

@@ -44,6 +44,10 @@ if [ ! -x "$cyrus_lab/cyrus-imapd-$cyrus_version/usr/lib/cyrus/bin/imapd" ]; the
 fi
 ln -sfn "cyrus-imapd-$cyrus_version" "$cyrus_lab/cyrus-imapd"
 
+# Postfix asks saslauthd through its socket, which only group sasl may reach (Debian's own advice:
+# adduser postfix sasl); Cyrus's user is in that group from its package
+id -nG postfix | tr ' ' '\n' | grep -qx sasl || usermod -a -G sasl postfix
+
 stamp=.venv/.kolabmon-installed
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then

@@ -117,7 +117,11 @@ def fresh_dir(path: Path) -> Path:
 
 
 def write(path: Path, text: str, mode: int = 0o644) -> Path:
-    """Write ``text`` to ``path`` with ``mode``."""
-    path.write_text(text)
-    path.chmod(mode)
+    """Write ``text`` to ``path`` with ``mode``, which the file has from its creation on (a secret is
+    never readable by others, not even for a moment)."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.chmod(path, mode)  # whatever the umask took away
     return path
