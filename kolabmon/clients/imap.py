@@ -56,8 +56,18 @@ def folder_name(client: object, folder: str) -> str:
     namespace (`INBOX/...`, Cyrus's `user/...`) is kept; so is a name that exists only as written
     (a shared folder at the top level, beside Cyrus's personal `INBOX/`).
     """
+    import imaplib
+
+    folder = folder.strip("/")
     if folder.upper() == "INBOX":
         return folder
+    try:
+        return _server_name(client, folder)
+    except (imaplib.IMAP4.error, ValueError):  # NAMESPACE or LIST refused or unreadable: as written
+        return folder
+
+
+def _server_name(client: object, folder: str) -> str:
     own, prefixes, separator = "", [], None
     if client.has_capability("NAMESPACE"):  # type: ignore[attr-defined]
         spaces = client.namespace()  # type: ignore[attr-defined]
