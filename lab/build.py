@@ -106,12 +106,16 @@ def install_agents() -> None:
         ocf.install_service_agent(name, WATCHER_AGENT.parent)
 
 
+def agent_paths() -> list[Path]:
+    """Where the lab installs ocf:kolabmon:watcher and, beside it, the service agents."""
+    return [WATCHER_AGENT, *(WATCHER_AGENT.with_name(name) for name in ocf.SERVICE_AGENTS)]
+
+
 def remove_agents() -> None:
     """Remove ocf:kolabmon:watcher and the service agents where they are the lab's copies (another is
     left and reported), and their provider directory once empty."""
-    ours = {WATCHER_AGENT: ocf.agent_text(str(WATCH_BINARY)),
-            **{WATCHER_AGENT.with_name(name): ocf.AGENT.with_name(name).read_text() for name in ocf.SERVICE_AGENTS}}
-    for agent, text in ours.items():
+    texts = [ocf.agent_text(str(WATCH_BINARY)), *(ocf.service_agent_text(name) for name in ocf.SERVICE_AGENTS)]
+    for agent, text in zip(agent_paths(), texts, strict=True):
         if not agent.exists():
             continue
         if agent.read_text() == text:
@@ -187,6 +191,5 @@ def leftovers() -> list[str]:
     mounts = Path("/proc/mounts").read_text()
     found += [f"mount {line.split()[1]}" for line in mounts.splitlines() if str(LAB_DIR) in line]
     found += [f"pid {name} {pid}" for name in ("pdu", *NODES) if (pid := nodes.recorded(name))]
-    agents = [WATCHER_AGENT, *(WATCHER_AGENT.with_name(name) for name in ocf.SERVICE_AGENTS)]
-    found += [f"file {agent}" for agent in (FENCE_AGENT, *agents) if agent.exists()]
+    found += [f"file {agent}" for agent in (FENCE_AGENT, *agent_paths()) if agent.exists()]
     return found

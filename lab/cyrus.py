@@ -31,7 +31,6 @@ MASTER = CYRUS_BIN / "master"
 # lab/setup.sh keeps this link on the unpacked imapd of the installed cyrus-common's version
 IMAPD = Path("/usr/local/lib/kolabmon-lab/cyrus-imapd/usr/lib/cyrus/bin/imapd")
 OWNER = ("cyrus", "mail")  # the master drops to this user; its children own the store
-SEED_MESSAGES = 3
 # what configdirectory must hold before the first start (Debian's makedirs reads /etc/imapd.conf only)
 _CONFIG_DIRS = ("db", "socket", "log", "msg", "user", "quota", "ptclient")
 
@@ -153,11 +152,9 @@ for my $box (@boxes) {
 """
 
 
-def create_mailboxes(host: str, port: int, users: list[str], *, prefix: list[str] | None = None,
-                     timeout: float = 30.0) -> None:
-    """Create each user's INBOX as Cyrus's admin over IMAP (what Kolab's pykolab does too);
-    ``prefix`` runs the admin client elsewhere (inside a lab node)."""
-    argv = [*(prefix or []), "perl", "-e", _CREATE, host, str(port), CYRUS_ADMIN,
+def create_mailboxes(host: str, port: int, users: list[str], timeout: float = 30.0) -> None:
+    """Create each user's INBOX as Cyrus's admin over IMAP (what Kolab's pykolab does too)."""
+    argv = ["perl", "-e", _CREATE, host, str(port), CYRUS_ADMIN,
             *(mailbox(u) for u in users)]
     try:
         res = subprocess.run(argv, input=CYRUS_ADMIN_PASSWORD + "\n", capture_output=True, text=True,
@@ -190,7 +187,7 @@ def start_cyrus(root: Path, certs: Certs, mux: Path, host: str = "127.0.0.1") ->
 
     def after(server: Server) -> None:
         create_mailboxes(host, server.ports["imap"], list(USERS))
-        seed_messages(server, next(iter(USERS)), SEED_MESSAGES)
+        seed_messages(server, next(iter(USERS)))
 
     return launch("cyrus", d, host, ["imap", "imaps", "lmtp"], prepare, [out],
                   banner=("imap", b"* OK"), after=after)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from lab import cyrus, nginx, postfix, saslauthd, slapd, tls
 from lab.accounts import LAB_DOMAIN, USERS
-from lab.seed import seed_message
+from lab.seed import SEED_MESSAGES, deliver
 from lab.topology import (
     CERT_SAN,
     CLUSTER_IP,
@@ -25,7 +25,6 @@ from lab.topology import (
     PORTS,
     RUN,
     SASL_RUN,
-    SEED_MESSAGES,
     SHARED,
     USER1,
     attempt,
@@ -118,9 +117,7 @@ def seed_mail() -> str:
             typ, data = conn.select("INBOX", readonly=True)
             count = int(data[0] or 0) if typ == "OK" else 0
         missing = range(count + 1, SEED_MESSAGES + 1)
-        with smtplib.LMTP(str(CYRUS_RUN / "socket" / "lmtp"), timeout=10) as lmtp:
-            for i in missing:
-                lmtp.sendmail(f"lab@{LAB_DOMAIN}", [USER1], seed_message(USER1, i).as_bytes())
+        deliver(CYRUS_RUN / "socket" / "lmtp", USER1, missing)
     except (OSError, ValueError, imaplib.IMAP4.error, smtplib.SMTPException) as exc:
         raise LabError(f"seed mail for {USER1}: {type(exc).__name__}: {exc}") from exc
     return (f"mailboxes of {', '.join(USERS)} there, {len(missing)} of {SEED_MESSAGES} seed messages "

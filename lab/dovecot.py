@@ -132,5 +132,5 @@ def start_dovecot(root: Path, certs: Certs, cert: str = "good",
 
     return launch(name, d, host, ["imap", "imaps", "lmtp", "auth"], prepare, [out, log],
                   banner=("imap", b"* OK"),
-                  after=lambda s: seed_messages(s, "user1@example.org", 3))
+                  after=lambda s: seed_messages(s, "user1@example.org"))
 

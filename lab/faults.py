@@ -21,7 +21,7 @@ from pathlib import Path
 from lab import net, nodes
 from lab.pdu import pdu_request
 from lab.topology import CLUSTER_PY, NODES, ON, RUN, SERVICE_PIDFILES, SHARED
-from lab.util import LabError
+from lab.util import LabError, comm
 
 FAULTS = ("hang-SERVICE", "unhang-SERVICE", "crash-SERVICE", "lock-mailboxes", "unlock-mailboxes",
           "readonly-spool", "kill", "cut-interconnect", "heal-interconnect", "cut-all", "heal-all",
@@ -56,7 +56,7 @@ def signal_service(service: str, sig: str) -> int:
     if part == "master":
         pids = [master]
     elif part:
-        pids = [pid for pid in pids if _comm(pid) == part]
+        pids = [pid for pid in pids if comm(pid) == part]
         if not pids:
             print(f"no {part} process of {name} runs here", file=sys.stderr)
             return 1
@@ -66,13 +66,6 @@ def signal_service(service: str, sig: str) -> int:
             os.kill(pid, number)
     print(" ".join(map(str, pids)))
     return 0
-
-
-def _comm(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return ""
 
 
 def _signal_service(node: str, service: str, sig: str) -> list[int]:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.util import LabError, tail
+from lab.util import LabError, comm, tail
 
 READY_TIMEOUT = 10.0
 STOP_TIMEOUT = 10.0
@@ -97,13 +97,6 @@ def wait_port(host: str, port: int, timeout: float = READY_TIMEOUT, banner: byte
 # processes
 
 
-def _comm(pid: int) -> str | None:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return None
-
-
 def _stat_fields(pid: int) -> list[str] | None:
     """Fields of /proc/PID/stat after the command name (state is [0], pgid [2], sid [3])."""
     try:
@@ -166,7 +159,7 @@ def claim(d: Path, kind: str) -> None:
         pid = int(pidfile.read_text().strip())
     except (OSError, ValueError):
         return
-    if _alive(pid) and _comm(pid) == _COMM[kind]:
+    if _alive(pid) and comm(pid) == _COMM[kind]:
         raise LabError(f"{kind}: {d} is in use by running PID {pid}; use another root")
 
 
@@ -207,7 +200,7 @@ def _is_ours(server: Server) -> bool:
     if server.pid in _CHILDREN:
         return True
     expected = _COMM.get(server.kind)
-    return expected is None or _comm(server.pid) == expected
+    return expected is None or comm(server.pid) == expected
 
 
 def running(server: Server) -> bool:

@@ -36,9 +36,9 @@ ldap_timeout: {LDAP_TIMEOUT}
 """
 
 
-def saslauthd_argv(conf: Path, run_dir: Path, foreground: bool = True) -> list[str]:
-    """saslauthd's command line: LDAP, realms passed on, its socket ``run_dir``/mux."""
-    return ["/usr/sbin/saslauthd", *(["-d"] if foreground else []), "-r", "-a", "ldap", "-O", str(conf),
+def saslauthd_argv(conf: Path, run_dir: Path) -> list[str]:
+    """saslauthd's command line: in the foreground, LDAP, realms passed on, its socket ``run_dir``/mux."""
+    return ["/usr/sbin/saslauthd", "-d", "-r", "-a", "ldap", "-O", str(conf),
             "-m", str(run_dir), "-n", str(WORKERS)]
 
 

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import datetime as dt
 import smtplib
+from collections.abc import Iterable
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
+from pathlib import Path
 
 from lab.accounts import LAB_DOMAIN
 from lab.launch import Server
 from lab.util import LabError, tail
+
+SEED_MESSAGES = 3  # in user1's INBOX when a lab IMAP server starts
 
 
 def seed_message(user: str, i: int) -> EmailMessage:
@@ -25,12 +29,19 @@ def seed_message(user: str, i: int) -> EmailMessage:
     return msg
 
 
-def seed_messages(server: Server, user: str, n: int) -> None:
+def deliver(lmtp: tuple[str, int] | Path, user: str, numbers: Iterable[int]) -> None:
+    """Deliver the seed messages ``numbers`` to ``user`` over LMTP at ``lmtp`` (host and port, or a
+    unix socket); OSError or SMTPException when that fails."""
+    host, port = (str(lmtp), 0) if isinstance(lmtp, Path) else lmtp
+    with smtplib.LMTP(host, port, timeout=10) as conn:
+        for i in numbers:
+            conn.sendmail(f"lab@{LAB_DOMAIN}", [user], seed_message(user, i).as_bytes())
+
+
+def seed_messages(server: Server, user: str, n: int = SEED_MESSAGES) -> None:
     """Deliver ``n`` small messages to ``user`` through ``server``'s LMTP port."""
     try:
-        with smtplib.LMTP(server.host, server.ports["lmtp"], timeout=10) as lmtp:
-            for i in range(1, n + 1):
-                lmtp.sendmail(f"lab@{LAB_DOMAIN}", [user], seed_message(user, i).as_bytes())
+        deliver((server.host, server.ports["lmtp"]), user, range(1, n + 1))
     except (OSError, smtplib.SMTPException) as exc:
         raise LabError(f"{server.name}: LMTP delivery to {user} failed: {exc}"
                        f" [{tail(*server.root.glob('*.log'), *server.root.glob('*.out'))}]") from exc

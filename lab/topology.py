@@ -72,7 +72,6 @@ SERVICE_PIDFILES = {
 CYRUS_RUN = Path("/run/kolab-cyrus")
 SASL_RUN = Path("/run/kolab-saslauthd")
 USER1 = "user1@example.org"
-SEED_MESSAGES = 3
 CERT_SAN = ",".join(["DNS:kolab.example.org", "DNS:localhost", f"IP:{CLUSTER_IP}",
                      *(f"IP:{ip}" for ip in ADMIN_IPS.values()), "IP:127.0.0.1"])
 

@@ -16,6 +16,14 @@ class LabError(Exception):
     """A lab server or the lab cluster could not be prepared, started or stopped."""
 
 
+def comm(pid: int) -> str | None:
+    """The command name of ``pid`` (/proc/PID/comm), or None when it is gone."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return None
+
+
 def tail(*paths: Path, lines: int = 6) -> str:
     """Return the last lines of the given log files as one line."""
     parts = []

@@ -33,11 +33,16 @@ def install(directory: Path = PROVIDER_DIR, binary: str | None = None) -> Path:
     return _place(agent_text(binary), directory, "watcher")
 
 
-def install_service_agent(name: str, directory: Path = PROVIDER_DIR) -> Path:
-    """Install the service agent ``name`` (one of SERVICE_AGENTS) as DIRECTORY/NAME; idempotent."""
+def service_agent_text(name: str) -> str:
+    """The service agent ``name`` (one of SERVICE_AGENTS) as shipped and installed."""
     if name not in SERVICE_AGENTS:
         raise ValueError(f"no agent {name!r} (one of {', '.join(SERVICE_AGENTS)})")
-    return _place(AGENT.with_name(name).read_text(), directory, name)
+    return AGENT.with_name(name).read_text()
+
+
+def install_service_agent(name: str, directory: Path = PROVIDER_DIR) -> Path:
+    """Install the service agent ``name`` (one of SERVICE_AGENTS) as DIRECTORY/NAME; idempotent."""
+    return _place(service_agent_text(name), directory, name)
 
 
 def _place(text: str, directory: Path, name: str) -> Path:

@@ -237,4 +237,4 @@ def test_install_agent_installs_the_service_agents_beside_the_watchers(tmp_path:
     assert installed == sorted(["watcher", *ocf.SERVICE_AGENTS])
     for name in ocf.SERVICE_AGENTS:
         path = tmp_path / "kolabmon" / name
-        assert path.read_text() == ocf.AGENT.with_name(name).read_text() and path.stat().st_mode & 0o777 == 0o755
+        assert path.read_text() == ocf.service_agent_text(name) and path.stat().st_mode & 0o777 == 0o755
