@@ -22,6 +22,7 @@ import pytest
 
 from lab import cluster as lab
 from lab import icinga as lab_icinga
+from lab import nagios as lab_nagios
 from lab import servers
 from lab.client_watch import ClientWatch, imap_login
 from lab.takeover_config import BIN
@@ -126,15 +127,15 @@ def client_check(service: str, secret: Path) -> list[str]:
 
 @pytest.fixture
 def campaign(cluster: lab.Cluster, tmp_path: Path) -> Iterator[Callable[[str], Run]]:
-    """start(client_service) → a Run: the cluster healed, a fresh Icinga with every service OK, the
-    client using `client_service` every 0.5 s."""
+    """start(client_service) → a Run: the cluster healed, a fresh Icinga (or `monitor`: LabNagios) with
+    every service OK, the client using `client_service` every 0.5 s."""
     started: list[Run] = []
 
-    def start(service: str) -> Run:
+    def start(service: str, monitor: type[lab_icinga.LabIcinga] = lab_icinga.LabIcinga) -> Run:
         lab.heal(cluster)
-        icinga = lab_icinga.LabIcinga(tmp_path / "icinga")
+        icinga = monitor(tmp_path / monitor.__name__)
         icinga.start()
-        lab_icinga.wait("every service OK in Icinga", lambda: all(
+        lab_icinga.wait("every service OK", lambda: all(
             (r := latest(icinga).get(key)) and r.state == "OK" for key in SERVICES), 90)
         client = ClientWatch(cluster, client_check(service, icinga.dir / "takeover" / "imap.pw"), service)
         client.start()
@@ -384,3 +385,32 @@ def test_hung_nginx_is_told_and_not_moved(campaign) -> None:
     run.wait_back("freebusy")
     run.mail(f"RECOVERY: freebusy on {CLUSTER_HOST} is OK")
     run.report("hung-nginx", hard=hard)
+
+
+# --- the same path under Nagios Core 4 (nagios/, lab/nagios.py) ----------------------------------
+
+
+def test_under_nagios_a_hung_cyrus_is_fenced_moved_and_told(campaign) -> None:
+    """Nagios's path end to end: the fault, SOFT then HARD, kolabmon-takeover as Nagios's event handler
+    moving the group once, Nagios seeing IMAP back, and on-call told by Nagios's notification command."""
+    run = campaign("imap", lab_nagios.LabNagios)
+    run.fault(lambda: run.cluster.hang(run.source, "imapd"))
+    moved = lab_icinga.wait("the move", lambda: next((r for r in run.decisions() if r.get("moved")), None), 90)
+    assert moved["event"]["service"] in ("imap", "smtp") and moved["fenced"] and moved["fence_first"] == "done"
+    assert moved["event"]["changed"], moved["event"]  # $LASTSERVICESTATECHANGE$ names the event
+    back = run.wait_back("imap")
+    hard = assert_soft_then_hard(run, "imap")
+    assert run.cluster.active_node() == run.passive
+    assert len([r for r in run.decisions() if r.get("moved")]) == 1
+    # every state change ran the handler: the SOFT ones were logged, not acted on
+    assert any(r["event"].get("state_type") == "SOFT" and r["decision"] != "act" for r in run.decisions())
+    service = moved["event"]["service"]
+    assert_problem_then_decision(run, service, CLUSTER_HOST, "MOVED", f"kolabmon-takeover recover {run.source}")
+    recovery = run.mail(f"RECOVERY: {service} on {CLUSTER_HOST} is OK")
+    assert f"moved the group away from {run.source}" in recovery["body"]
+    assert len([m for m in run.mails() if m["subject"].startswith("[kolabmon] TAKEOVER")]) == 1
+    mail = run.mail(f"PROBLEM: heartbeat on {run.source} is CRITICAL", body=f"{run.source} fenced by the takeover at ")
+    assert f"Node:            {run.source}" in mail["body"]
+    outage = run.client.outage(run.fault_at)
+    assert outage and outage[1] - outage[0] < 45, outage
+    run.report("nagios-hung-cyrus", hard=hard, back_in_icinga=back.epoch)

@@ -137,11 +137,21 @@ def test_every_plugin_icinga_runs_has_a_nagios_command() -> None:
 
 
 def expand(line: str, macros: dict[str, str]) -> list[str]:
-    """A command line as Nagios runs it: macros replaced, then split as /bin/sh would."""
-    return shlex.split(re.sub(r"\$(\w+)\$", lambda m: macros.get(m[1], ""), line))
+    """A command line as Nagios runs it: macros replaced (one nothing defines stays as written, as
+    Nagios leaves it), then split as /bin/sh would."""
+    return shlex.split(re.sub(r"\$(\w+)\$", lambda m: macros.get(m[1], m[0]), line))
 
 
-HARD_EVENT = {
+def host_defaults() -> dict[str, str]:
+    """The custom macros every host gets from kolab-cluster-host (templates.cfg), empty ones included."""
+    text = (NAGIOS / "templates.cfg").read_text()
+    block = text[text.index("name                    kolab-cluster-host"):]
+    block = block[:block.index("}")]
+    return {f"_HOST{m[1]}": m[2].strip() for m in re.finditer(r"^\s*_(\w+)[ \t]*(.*)$", block, re.M)
+            if m[1].startswith("KOLAB")}
+
+
+HARD_EVENT = host_defaults() | {
     "USER3": str(BIN), "HOSTNAME": "kolab-cluster", "SERVICEDESC": "imap", "SERVICESTATE": "CRITICAL",
     "SERVICESTATETYPE": "HARD", "SERVICEATTEMPT": "3", "MAXSERVICEATTEMPTS": "3",
     "SERVICEOUTPUT": "IMAP CRITICAL - no answer within 10s", "LASTSERVICESTATECHANGE": "1700000000",
@@ -149,6 +159,7 @@ HARD_EVENT = {
     "LONGDATETIME": "Tue Nov 14 22:13:20 UTC 2023", "_SERVICEKOLAB_FAILOVER": "1", "CONTACTEMAIL": "oncall@example.org",
     "HOSTSTATE": "DOWN", "HOSTOUTPUT": "PING CRITICAL - Packet loss = 100%",
     "_HOSTKOLAB_NOTIFY_OPTS": "--from nagios@example.org --smtp-host localhost",
+    "NOTIFICATIONAUTHOR": "", "NOTIFICATIONCOMMENT": "",  # always defined: empty unless a comment or an ack
 }
 
 
@@ -212,3 +223,12 @@ def test_no_secret_reaches_argv() -> None:
 ])
 def test_the_secret_scan_finds_a_secret_on_argv(line: str) -> None:
     assert secrets_on_argv(f"define command {{\n{line}\n}}\n")
+
+
+def test_the_handler_and_notifications_run_on_any_host_with_the_templates_alone() -> None:
+    """They run for every host: each custom macro they use is defined by kolab-cluster-host (an *_OPTS
+    one empty), so a host that does not set it passes no stray '$' word to the shell."""
+    for name in ("kolabmon-takeover", "kolabmon-notify-service", "kolabmon-notify-host"):
+        used = set(re.findall(r"\$(_HOST\w+)\$", commands()[name]))
+        assert used and used <= set(host_defaults()), (name, used - set(host_defaults()))
+    assert host_defaults()["_HOSTKOLAB_TAKEOVER_OPTS"] == "" and host_defaults()["_HOSTKOLAB_NODE_NAME"] == ""
