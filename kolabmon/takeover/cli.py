@@ -73,6 +73,8 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--flapping", type=runtime.zero_or_one, default=False,
                    help="$service.flapping$ as 0|1 (the EventCommand converts true/false)")
     p.add_argument("--output", help="$service.output$: a hang is re-probed with hang_probe_timeout")
+    p.add_argument("--monitor", choices=["icinga", "nagios"], default="icinga",
+                   help="what runs this handler, named in the audit log and the mails (MONITOR on HOST)")
     p.add_argument("--changed", default="", metavar="EPOCH",
                    help="$service.last_hard_state_change$: names the event, so that its notifications find "
                    "this decision")
@@ -154,7 +156,7 @@ def takeover(config: Config, args: argparse.Namespace) -> int:
         raise runtime.UsageError(f"--timeout {args.timeout:g} s cannot hold one takeover ({config.move_needs():g} s "
                                  f"+ {BUDGET_MARGIN:g} s, see 'budget' in {args.config})")
     deadline = time.monotonic() + budget
-    result = take_over(config, Trigger(event, f"icinga on {socket.gethostname()}", args.output or "",
+    result = take_over(config, Trigger(event, f"{args.monitor} on {socket.gethostname()}", args.output or "",
                                        dry_run=args.dry_run), budget)
     untold = announce(config, result, deadline + BUDGET_MARGIN - 2)  # a FAILED move ends at its deadline
     say(result.label, result.reason + (f" ({untold})" if untold else ""))

@@ -398,6 +398,7 @@ def test_under_nagios_a_hung_cyrus_is_fenced_moved_and_told(campaign) -> None:
     moved = lab_icinga.wait("the move", lambda: next((r for r in run.decisions() if r.get("moved")), None), 90)
     assert moved["event"]["service"] in ("imap", "smtp") and moved["fenced"] and moved["fence_first"] == "done"
     assert moved["event"]["changed"], moved["event"]  # $LASTSERVICESTATECHANGE$ names the event
+    assert moved["origin"].startswith("nagios on "), moved
     back = run.wait_back("imap")
     hard = assert_soft_then_hard(run, "imap")
     assert run.cluster.active_node() == run.passive

@@ -170,6 +170,7 @@ def test_the_event_handler_passes_what_kolabmon_takeover_decides_on() -> None:
     assert (args.host, args.service, args.state, args.state_type) == ("kolab-cluster", "imap", "CRITICAL", "HARD")
     assert (args.attempt, args.max_attempts, args.changed, args.timeout) == (3, 3, "1700000000", 300)
     assert args.output == HARD_EVENT["SERVICEOUTPUT"] and args.config == "/etc/kolabmon/kolab-cluster.toml"
+    assert args.monitor == "nagios"  # the audit log and the mails name Nagios, not Icinga
 
 
 @pytest.mark.parametrize(("command", "service"), [("kolabmon-notify-service", "imap"), ("kolabmon-notify-host", None)])

@@ -5,6 +5,7 @@ dry-run, second opinion and macro validation; the Pacemaker backend is tested in
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -99,6 +100,15 @@ def test_dry_run_changes_nothing(world) -> None:
     assert proc.returncode == 0 and "dry run: would move kolab node1 -> node2" in proc.stdout
     assert world["active"].read_text().strip() == "node1" and not world["moves"].exists()
     assert records(world)[-1]["dry_run"] is True
+
+
+def test_the_audit_and_the_cooldown_name_the_monitor_that_ran_the_handler(world) -> None:
+    assert takeover(world, "--monitor", "nagios", *HARD).returncode == 0
+    assert records(world)[-1]["origin"] == f"nagios on {socket.gethostname()}"
+    world["fault"].write_text("node2")
+    proc = takeover(world, *HARD)  # Icinga's handler now: the cool-down names who moved
+    assert proc.returncode == 1 and "cool-down: nagios on" in proc.stdout
+    assert records(world)[-1]["origin"].startswith("icinga on ")
 
 
 def test_cooldown_after_a_move(world) -> None:
