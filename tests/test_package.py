@@ -6,6 +6,7 @@ index), and the install is --no-deps --no-index.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -69,16 +70,30 @@ def test_wheel_carries_config_and_plugins(built: tuple[Path, Path]) -> None:
     assert {"kolabmon/ocf/watcher", "kolabmon/ocf/cyrus-imapd", "kolabmon/ocf/saslauthd"} <= names
 
 
-def test_installed_venv_has_the_config(built: tuple[Path, Path], tmp_path: Path) -> None:
-    _, wheel = built
-    venv = tmp_path / "kolabmon"
+@pytest.fixture(scope="module")
+def installed(built: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A venv the wheel is installed into, as the READMEs' /opt/kolabmon."""
+    venv = tmp_path_factory.mktemp("opt") / "kolabmon"
     _run(sys.executable, "-m", "venv", "--without-pip", venv)
     _run(sys.executable, "-m", "pip", "--python", venv / "bin" / "python", "install", "--no-deps", "--no-index",
-         "--disable-pip-version-check", wheel)
-    share = venv / "share" / "kolabmon"
+         "--disable-pip-version-check", built[1])
+    return venv
+
+
+def test_installed_venv_has_the_config(installed: Path) -> None:
+    share = installed / "share" / "kolabmon"
     assert sorted(str(p.relative_to(share)) for p in share.rglob("*") if p.is_file()) == CONFIG
     for name in CONFIG:
         assert (share / name).read_bytes() == (ROOT / name).read_bytes(), name
     for script in SCRIPTS:
-        first = (venv / "bin" / script).read_text().split("\n", 1)[0]
-        assert first == f"#!{venv}/bin/python", script
+        first = (installed / "bin" / script).read_text().split("\n", 1)[0]
+        assert first.startswith(f"#!{installed}/bin/python"), script  # python or python3: pip's choice
+
+
+@pytest.mark.parametrize("readme", ["README.md", "icinga/README.md", "nagios/README.md"])
+def test_the_install_steps_name_installed_files(installed: Path, readme: str) -> None:
+    """Every /opt/kolabmon/share/kolabmon/... path an admin is told to include or copy exists there."""
+    paths = re.findall(r"/opt/kolabmon/(share/kolabmon/[\w./*-]*\w[*/]?)", (ROOT / readme).read_text())
+    assert paths, f"{readme} does not say where the package installed its config"
+    for path in paths:
+        assert list(installed.glob(path.rstrip("/"))), f"{readme}: /opt/kolabmon/{path} is not installed"
