@@ -5,6 +5,7 @@ webhook receiver, and the faults: refused, hung, untrusted, failing receivers, b
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -275,6 +276,10 @@ def test_one_failed_channel_fails_the_notification_but_not_the_other(postfix, do
     ([*PROBLEM, "--to", ONCALL, "--record", "/nonexistent/record.json"], "--type TAKEOVER goes with --record"),
     (["--type", "TAKEOVER", *PROBLEM[2:], "--to", ONCALL, "--record", "/nonexistent/record.json"],
      "cannot read --record /nonexistent/record.json"),
+    ([*PROBLEM, "--to", ONCALL, "--nagios-env"],  # enable_environment_macros=0
+     "--nagios-env: NAGIOS_SERVICEOUTPUT is not in the environment (set enable_environment_macros=1 in nagios.cfg)"),
+    ([*PROBLEM, "--to", ONCALL, "--nagios-env", "--comment", "x", "--author", "y"],
+     "--author, --comment with --nagios-env: free text comes from Nagios's environment, not argv"),
 ])
 def test_bad_macros_and_usage_are_unknown_in_one_line(args: list[str], words: str) -> None:
     run = notify_run(*args)
@@ -303,6 +308,23 @@ def test_help_and_version_exit_unknown_without_mail_or_http_imports() -> None:
         proc = subprocess.run([str(BIN / "python"), "-c", code, flag], capture_output=True, text=True,
                               env=clean_env())
         assert proc.stdout.rstrip().endswith("3 []"), proc.stdout
+
+
+NASTY = "it's; \"$(touch /tmp/kolabmon-pwned)\" `touch /tmp/kolabmon-pwned` a=b"
+
+
+def test_nagios_env_gives_the_free_text_verbatim_and_never_takes_it_from_argv(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NAGIOS_SERVICEOUTPUT", f"IMAP CRITICAL - {NASTY}")
+    monkeypatch.setenv("NAGIOS_HOSTOUTPUT", "PING CRITICAL - Packet loss = 100%")
+    monkeypatch.setenv("NAGIOS_NOTIFICATIONAUTHOR", "o'brien")
+    monkeypatch.setitem(os.environb, b"NAGIOS_NOTIFICATIONCOMMENT", NASTY.encode() + b" caf\xe9")  # Latin-1
+    args = notify.parse([*PROBLEM, "--nagios-env", "--to", ONCALL])
+    assert (args.output, args.author) == (f"IMAP CRITICAL - {NASTY}", "o'brien")
+    assert args.comment == f"{NASTY} caf\ufffd"  # an undecodable byte is replaced, not a traceback
+    host = notify.parse(["--type", "CUSTOM", "--host", "node1", "--host-state", "DOWN", "--nagios-env", "--to", ONCALL])
+    assert host.host_output == "PING CRITICAL - Packet loss = 100%" and host.output is None
+    without = notify.parse([*PROBLEM, "--output", "IMAP CRITICAL - hung", "--to", ONCALL])  # Icinga: argv only
+    assert (without.output, without.comment) == ("IMAP CRITICAL - hung", None)
 
 
 # --- the audit log and the next step (pure) ---------------------------------------------------
