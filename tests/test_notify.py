@@ -253,7 +253,7 @@ def test_one_failed_channel_fails_the_notification_but_not_the_other(postfix, do
     (["--type", "PROBLEM", "--host", "h", "--service", "imap", "--state", "BROKEN", "--to", ONCALL],
      "--state 'BROKEN' is not one of OK, WARNING, CRITICAL, UNKNOWN"),
     (["--type", "NOPE", "--host", "h", "--service", "imap", "--state", "OK", "--to", ONCALL],
-     "--type 'NOPE' is not an Icinga notification type"),
+     "--type 'NOPE' is not an Icinga or Nagios notification type"),
     (["--type", "PROBLEM", "--host", "", "--service", "imap", "--state", "OK", "--to", ONCALL],
      "--host is empty"),
     (["--type", "PROBLEM", "--host", "h", "--host-state", "SIDEWAYS", "--to", ONCALL],
@@ -325,6 +325,14 @@ def test_nagios_env_gives_the_free_text_verbatim_and_never_takes_it_from_argv(mo
     assert host.host_output == "PING CRITICAL - Packet loss = 100%" and host.output is None
     without = notify.parse([*PROBLEM, "--output", "IMAP CRITICAL - hung", "--to", ONCALL])  # Icinga: argv only
     assert (without.output, without.comment) == ("IMAP CRITICAL - hung", None)
+
+
+@pytest.mark.parametrize("kind", ["ACKNOWLEDGEMENT", "CUSTOM", "FLAPPINGSTART", "FLAPPINGSTOP", "FLAPPINGDISABLED",
+                                  "DOWNTIMESTART", "DOWNTIMEEND", "DOWNTIMECANCELLED"])
+def test_every_nagios_notification_type_is_taken(kind: str) -> None:
+    about = event("--type", kind, "--host", "kolab-cluster", "--service", "imap", "--state", "OK")
+    subject, _, document = message.compose(about, message.Takeover(None, None, set()), "node1")
+    assert subject == f"[kolabmon] {kind}: imap on kolab-cluster is OK" and document["next_step"]
 
 
 # --- the audit log and the next step (pure) ---------------------------------------------------
@@ -517,10 +525,18 @@ def test_a_takeover_message_says_what_was_decided(tmp_path: Path) -> None:
     assert "passive node node2 is offline" in body
 
 
-def test_next_step_for_flapping_acknowledgement_and_unknown() -> None:
+def test_next_step_for_flapping_acknowledgement_and_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
     nothing = message.Takeover(None, None, set())
-    flapping = event("--type", "FLAPPINGSTART", "--host", "kolab-cluster", "--service", "smtp", "--state", "CRITICAL")
-    assert "will not move the group while it flaps" in message.next_step(flapping, nothing, "node1")
+    flapping = ["--type", "FLAPPINGSTART", "--host", "kolab-cluster", "--service", "smtp", "--state", "CRITICAL",
+                "--failover", "1"]
+    assert "will not move the group while it flaps" in message.next_step(event(*flapping), nothing, "node1")
+    for name in ("SERVICEOUTPUT", "NOTIFICATIONAUTHOR", "NOTIFICATIONCOMMENT"):
+        monkeypatch.setenv(f"NAGIOS_{name}", "")
+    nagios = message.next_step(event(*flapping, "--nagios-env"), nothing, "node1")  # no macro tells the handler
+    assert nagios.startswith("smtp is flapping, and Nagios cannot tell kolabmon-takeover so: it still moves")
+    disabled = event("--type", "FLAPPINGDISABLED", "--host", "kolab-cluster", "--service", "smtp", "--state", "OK")
+    assert message.next_step(disabled, nothing, "node1") == ("Flap detection for smtp was switched off while it "
+                                                             "flapped: its state is notified again.")
     ack = event(*PROBLEM[:-2], "--state", "CRITICAL", "--type", "ACKNOWLEDGEMENT", "--author", "anna",
                 "--comment", "rebooting node1")
     assert message.next_step(ack, nothing, "node1") == "anna is on it (rebooting node1); nothing else to do."

@@ -33,6 +33,7 @@ OK, CRITICAL = runtime.OK, runtime.CRITICAL
 DEFAULT_TIMEOUT = 30.0
 TYPES = ("PROBLEM", "RECOVERY", "ACKNOWLEDGEMENT", "CUSTOM", "FLAPPINGSTART", "FLAPPINGEND",
          "DOWNTIMESTART", "DOWNTIMEEND", "DOWNTIMECANCELLED", "DOWNTIMEREMOVED",
+         "FLAPPINGSTOP", "FLAPPINGDISABLED",  # Nagios's words: FLAPPINGEND, and flap detection switched off
          "TAKEOVER")  # the last is kolabmon-takeover's own message about its decision (--record)
 HOST_STATES = ("UP", "DOWN", "UNREACHABLE")
 UNRESOLVED = re.compile(r"\$[A-Za-z_][\w.]*\$")
@@ -55,6 +56,7 @@ class Event:
         self.node = (args.node or "").strip()  # the node a node-local check runs on ("" on the cluster host)
         self.changed = (args.changed or "").strip()
         self.record: dict | None = args.record
+        self.nagios = bool(args.nagios_env)  # Nagios tells kolabmon-takeover nothing about flapping
 
     @property
     def subject(self) -> str:
@@ -81,7 +83,7 @@ def _check_macros(args: argparse.Namespace) -> None:
         raise runtime.UsageError("missing --type ($notification.type$)")
     args.type = args.type.strip().upper()
     if args.type not in TYPES:
-        raise runtime.UsageError(f"--type {args.type!r} is not an Icinga notification type "
+        raise runtime.UsageError(f"--type {args.type!r} is not an Icinga or Nagios notification type "
                                  f"({', '.join(TYPES[:4])}, ...)")
     if not (args.host or "").strip():
         raise runtime.UsageError("--host is empty ($host.name$)")
@@ -163,7 +165,8 @@ def make_parser() -> runtime.Parser:
     p.add_argument("-t", "--timeout", type=runtime.positive_seconds, default=DEFAULT_TIMEOUT,
                    help="seconds before delivery gives up, all channels together (default 30)")
     macros = p.add_argument_group("Icinga macros (Nagios: the same, see --nagios-env)")
-    macros.add_argument("--type", help="$notification.type$: PROBLEM, RECOVERY, ACKNOWLEDGEMENT, ...")
+    macros.add_argument("--type", help="$notification.type$: PROBLEM, RECOVERY, ACKNOWLEDGEMENT, CUSTOM, "
+                                       "FLAPPING..., DOWNTIME... (Icinga's and Nagios's words)")
     macros.add_argument("--host", help="$host.name$")
     macros.add_argument("--host-state", help="$host.state$ (UP, DOWN): used when there is no --service")
     macros.add_argument("--host-output", help="$host.output$")
