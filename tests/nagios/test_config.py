@@ -3,7 +3,8 @@
 The test writes a main nagios.cfg into tmp_path (every state file there, cfg_dir = nagios/, the
 sample as cfg_file, $USER3$ = this venv's bin/); mutated copies prove that a broken definition
 fails the validation. The command lines are expanded with the sample's values and parsed by
-kolabmon-takeover and kolabmon-notify themselves, and no secret may reach argv.
+kolabmon-takeover and kolabmon-notify themselves (the free text from the environment, as Nagios exports
+it), no free text an operator or a plugin writes is on a command line, and no secret reaches argv.
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ def validate(tmp_path: Path, config: Path = NAGIOS, sample: Path = SAMPLE) -> su
         "event_handler_timeout=300",  # = kolabmon-takeover's --timeout (README.md)
         "notification_timeout=40",
         "illegal_macro_output_chars=`~$&|'\"<>",
+        "illegal_object_name_chars=`~!$%^&*|'\"<>?,()=",
+        "enable_environment_macros=1",  # the free text reaches kolabmon through it (README.md)
         "",
     ]))
     return subprocess.run([NAGIOS4, "-v", str(main)], capture_output=True, text=True, timeout=60)
@@ -144,15 +147,24 @@ def expand(line: str, macros: dict[str, str]) -> list[str]:
 HARD_EVENT = {
     "USER3": str(BIN), "HOSTNAME": "kolab-cluster", "SERVICEDESC": "imap", "SERVICESTATE": "CRITICAL",
     "SERVICESTATETYPE": "HARD", "SERVICEATTEMPT": "3", "MAXSERVICEATTEMPTS": "3",
-    "SERVICEOUTPUT": "IMAP CRITICAL - no answer within 10s", "LASTSERVICESTATECHANGE": "1700000000",
+    "SERVICEOUTPUT": "IMAP CRITICAL - no answer within 10s; it's \"$(id)\" `id`",
+    "LASTSERVICESTATECHANGE": "1700000000",
     "_HOSTKOLAB_TAKEOVER_CONFIG": "/etc/kolabmon/kolab-cluster.toml", "NOTIFICATIONTYPE": "PROBLEM",
     "LONGDATETIME": "Tue Nov 14 22:13:20 UTC 2023", "_SERVICEKOLAB_FAILOVER": "1", "CONTACTEMAIL": "oncall@example.org",
-    "HOSTSTATE": "DOWN", "HOSTOUTPUT": "PING CRITICAL - Packet loss = 100%",
+    "HOSTSTATE": "DOWN", "HOSTOUTPUT": "PING CRITICAL - Packet loss = 100%; it's $(id)",
+    "NOTIFICATIONAUTHOR": "o'brien `id`", "NOTIFICATIONCOMMENT": "it's; \"$(touch /tmp/pwned)\" a=b",
     "_HOSTKOLAB_NOTIFY_OPTS": "--from nagios@example.org --smtp-host localhost",
 }
 
 
-def test_the_event_handler_passes_what_kolabmon_takeover_decides_on() -> None:
+def nagios_environment(monkeypatch: pytest.MonkeyPatch, macros: dict[str, str]) -> None:
+    """The environment Nagios gives a command with enable_environment_macros=1: NAGIOS_<MACRO> for each."""
+    for name, value in macros.items():
+        monkeypatch.setenv(f"NAGIOS_{name}", value)
+
+
+def test_the_event_handler_passes_what_kolabmon_takeover_decides_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    nagios_environment(monkeypatch, HARD_EVENT)
     argv = expand(commands()["kolabmon-takeover"], HARD_EVENT)
     assert argv[0] == f"{BIN}/kolabmon-takeover"
     args = cli.parse(argv[1:])
@@ -162,16 +174,35 @@ def test_the_event_handler_passes_what_kolabmon_takeover_decides_on() -> None:
 
 
 @pytest.mark.parametrize(("command", "service"), [("kolabmon-notify-service", "imap"), ("kolabmon-notify-host", None)])
-def test_the_notifications_pass_what_kolabmon_notify_reads(command: str, service: str | None) -> None:
+def test_the_notifications_pass_what_kolabmon_notify_reads(command: str, service: str | None,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    nagios_environment(monkeypatch, HARD_EVENT)
     argv = expand(commands()[command], HARD_EVENT)
     args = notify.parse(argv[1:])
     assert (args.type, args.host, args.service) == ("PROBLEM", "kolab-cluster", service)
     assert args.to == ["oncall@example.org"]
     assert args.sender == "nagios@example.org" and args.takeover_config == "/etc/kolabmon/kolab-cluster.toml"
+    assert (args.author, args.comment) == (HARD_EVENT["NOTIFICATIONAUTHOR"], HARD_EVENT["NOTIFICATIONCOMMENT"])
     if service:  # the same event name as the handler's: the mail finds its decision
         assert (args.state, args.changed, args.failover) == ("CRITICAL", "1700000000", True)
     else:
         assert (args.host_state, args.host_output) == ("DOWN", HARD_EVENT["HOSTOUTPUT"])
+
+
+# Nagios macros whose text an operator (CGI, external command) or a plugin writes. Nagios runs a command line
+# with a quote or a shell character through /bin/sh; illegal_macro_output_chars cleans only the output,
+# perfdata and ack macros, never the NOTIFICATION* ones. They reach kolabmon through NAGIOS_* instead.
+FREE_TEXT = re.compile(r"\$(LONG)?(HOST|SERVICE)(OUTPUT|PERFDATA)\$"
+                       r"|\$(HOST|SERVICE)ACK(AUTHOR|AUTHORNAME|AUTHORALIAS|COMMENT)\$"
+                       r"|\$NOTIFICATION(AUTHOR|AUTHORNAME|AUTHORALIAS|COMMENT)\$")
+
+
+def test_no_free_text_is_on_a_command_line() -> None:
+    lines = commands()
+    assert [name for name, line in lines.items() if FREE_TEXT.search(line)] == []
+    for name in ("kolabmon-takeover", "kolabmon-notify-service", "kolabmon-notify-host"):
+        assert " --nagios-env " in lines[name], name
+    assert FREE_TEXT.search("--comment '$NOTIFICATIONCOMMENT$' --output '$SERVICEOUTPUT$'")  # the scan sees one
 
 
 # --- no secret on argv --------------------------------------------------------------------------
