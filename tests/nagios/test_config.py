@@ -32,7 +32,8 @@ NAGIOS4 = shutil.which("nagios4") or "/usr/sbin/nagios4"
 needs_nagios = pytest.mark.skipif(not Path(NAGIOS4).exists(), reason="nagios4 is not installed (lab/setup.sh)")
 
 
-def validate(tmp_path: Path, config: Path = NAGIOS, sample: Path = SAMPLE) -> subprocess.CompletedProcess[str]:
+def validate(tmp_path: Path, config: Path = NAGIOS, sample: Path = SAMPLE,
+             *options: str) -> subprocess.CompletedProcess[str]:
     """`nagios4 -v` on a main config of our own: nothing outside tmp_path is read but `config`."""
     state = tmp_path / "state"
     (state / "checkresults").mkdir(parents=True, exist_ok=True)
@@ -65,7 +66,7 @@ def validate(tmp_path: Path, config: Path = NAGIOS, sample: Path = SAMPLE) -> su
         "enable_environment_macros=1",  # the free text reaches kolabmon through it (README.md)
         "",
     ]))
-    return subprocess.run([NAGIOS4, "-v", str(main)], capture_output=True, text=True, timeout=60)
+    return subprocess.run([NAGIOS4, "-v", *options, str(main)], capture_output=True, text=True, timeout=60)
 
 
 def counts(output: str) -> dict[str, int]:
@@ -118,6 +119,35 @@ def test_a_broken_definition_fails_validation(tmp_path: Path, name: str, old: st
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0, out
     assert "Error" in out and says in out, out
+
+
+def resolved(tmp_path: Path) -> dict[str, list[dict[str, str]]]:
+    """Every object as Nagios resolved it from its templates (the precache `nagios4 -v -p` writes), by type."""
+    proc = validate(tmp_path, NAGIOS, SAMPLE, "-p")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    found: dict[str, list[dict[str, str]]] = {}
+    precache = (tmp_path / "state" / "objects.precache").read_text()
+    for kind, body in re.findall(r"define (\w+) \{\n(.*?)\n\s*\}", precache, re.S):
+        found.setdefault(kind, []).append(dict(line.strip().split("\t", 1) for line in body.splitlines()))
+    return found
+
+
+@needs_nagios
+def test_every_custom_variable_a_command_uses_is_defined_for_its_object(tmp_path: Path) -> None:
+    """Nagios leaves an undefined $_HOSTX$ on the line as it is (kolabmon refuses it: exit 3); an empty
+    one (the name alone in a template) is an empty word, and an unquoted *_OPTS vanishes."""
+    objects, lines = resolved(tmp_path), commands()
+    hosts = {host["host_name"]: host for host in objects["host"]}
+    notify = {kind: {c[f"{kind}_notification_commands"] for c in objects["contact"]} for kind in ("host", "service")}
+    runs = [(host, host, {host["check_command"], *notify["host"]}) for host in hosts.values()]
+    runs += [(hosts[svc["host_name"]], svc, {svc["check_command"], *notify["service"]}
+              | ({svc["event_handler"]} if svc.get("event_handler_enabled") == "1" else set()))
+             for svc in objects["service"]]
+    undefined = {(about.get("service_description") or about["host_name"], name, var)
+                 for host, about, names in runs for name in names
+                 for kind, var in re.findall(r"\$_(HOST|SERVICE)(\w+)\$", lines[name.split("!")[0]])
+                 if "_" + var not in (host if kind == "HOST" else about)}
+    assert len(runs) == 13 and undefined == set()
 
 
 # --- the commands against the plugins -----------------------------------------------------------
