@@ -5,6 +5,7 @@ webhook receiver, and the faults: refused, hung, untrusted, failing receivers, b
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -252,7 +253,7 @@ def test_one_failed_channel_fails_the_notification_but_not_the_other(postfix, do
     (["--type", "PROBLEM", "--host", "h", "--service", "imap", "--state", "BROKEN", "--to", ONCALL],
      "--state 'BROKEN' is not one of OK, WARNING, CRITICAL, UNKNOWN"),
     (["--type", "NOPE", "--host", "h", "--service", "imap", "--state", "OK", "--to", ONCALL],
-     "--type 'NOPE' is not an Icinga notification type"),
+     "--type 'NOPE' is not an Icinga or Nagios notification type"),
     (["--type", "PROBLEM", "--host", "", "--service", "imap", "--state", "OK", "--to", ONCALL],
      "--host is empty"),
     (["--type", "PROBLEM", "--host", "h", "--host-state", "SIDEWAYS", "--to", ONCALL],
@@ -275,6 +276,10 @@ def test_one_failed_channel_fails_the_notification_but_not_the_other(postfix, do
     ([*PROBLEM, "--to", ONCALL, "--record", "/nonexistent/record.json"], "--type TAKEOVER goes with --record"),
     (["--type", "TAKEOVER", *PROBLEM[2:], "--to", ONCALL, "--record", "/nonexistent/record.json"],
      "cannot read --record /nonexistent/record.json"),
+    ([*PROBLEM, "--to", ONCALL, "--nagios-env"],  # enable_environment_macros=0
+     "--nagios-env: NAGIOS_SERVICEOUTPUT is not in the environment (set enable_environment_macros=1 in nagios.cfg)"),
+    ([*PROBLEM, "--to", ONCALL, "--nagios-env", "--comment", "x", "--author", "y"],
+     "--author, --comment with --nagios-env: free text comes from Nagios's environment, not argv"),
 ])
 def test_bad_macros_and_usage_are_unknown_in_one_line(args: list[str], words: str) -> None:
     run = notify_run(*args)
@@ -303,6 +308,31 @@ def test_help_and_version_exit_unknown_without_mail_or_http_imports() -> None:
         proc = subprocess.run([str(BIN / "python"), "-c", code, flag], capture_output=True, text=True,
                               env=clean_env())
         assert proc.stdout.rstrip().endswith("3 []"), proc.stdout
+
+
+NASTY = "it's; \"$(touch /tmp/kolabmon-pwned)\" `touch /tmp/kolabmon-pwned` a=b"
+
+
+def test_nagios_env_gives_the_free_text_verbatim_and_never_takes_it_from_argv(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NAGIOS_SERVICEOUTPUT", f"IMAP CRITICAL - {NASTY}")
+    monkeypatch.setenv("NAGIOS_HOSTOUTPUT", "PING CRITICAL - Packet loss = 100%")
+    monkeypatch.setenv("NAGIOS_NOTIFICATIONAUTHOR", "o'brien")
+    monkeypatch.setitem(os.environb, b"NAGIOS_NOTIFICATIONCOMMENT", NASTY.encode() + b" caf\xe9")  # Latin-1
+    args = notify.parse([*PROBLEM, "--nagios-env", "--to", ONCALL])
+    assert (args.output, args.author) == (f"IMAP CRITICAL - {NASTY}", "o'brien")
+    assert args.comment == f"{NASTY} caf\ufffd"  # an undecodable byte is replaced, not a traceback
+    host = notify.parse(["--type", "CUSTOM", "--host", "node1", "--host-state", "DOWN", "--nagios-env", "--to", ONCALL])
+    assert host.host_output == "PING CRITICAL - Packet loss = 100%" and host.output is None
+    without = notify.parse([*PROBLEM, "--output", "IMAP CRITICAL - hung", "--to", ONCALL])  # Icinga: argv only
+    assert (without.output, without.comment) == ("IMAP CRITICAL - hung", None)
+
+
+@pytest.mark.parametrize("kind", ["ACKNOWLEDGEMENT", "CUSTOM", "FLAPPINGSTART", "FLAPPINGSTOP", "FLAPPINGDISABLED",
+                                  "DOWNTIMESTART", "DOWNTIMEEND", "DOWNTIMECANCELLED"])
+def test_every_nagios_notification_type_is_taken(kind: str) -> None:
+    about = event("--type", kind, "--host", "kolab-cluster", "--service", "imap", "--state", "OK")
+    subject, _, document = message.compose(about, message.Takeover(None, None, set()), "node1")
+    assert subject == f"[kolabmon] {kind}: imap on kolab-cluster is OK" and document["next_step"]
 
 
 # --- the audit log and the next step (pure) ---------------------------------------------------
@@ -495,10 +525,18 @@ def test_a_takeover_message_says_what_was_decided(tmp_path: Path) -> None:
     assert "passive node node2 is offline" in body
 
 
-def test_next_step_for_flapping_acknowledgement_and_unknown() -> None:
+def test_next_step_for_flapping_acknowledgement_and_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
     nothing = message.Takeover(None, None, set())
-    flapping = event("--type", "FLAPPINGSTART", "--host", "kolab-cluster", "--service", "smtp", "--state", "CRITICAL")
-    assert "will not move the group while it flaps" in message.next_step(flapping, nothing, "node1")
+    flapping = ["--type", "FLAPPINGSTART", "--host", "kolab-cluster", "--service", "smtp", "--state", "CRITICAL",
+                "--failover", "1"]
+    assert "will not move the group while it flaps" in message.next_step(event(*flapping), nothing, "node1")
+    for name in ("SERVICEOUTPUT", "NOTIFICATIONAUTHOR", "NOTIFICATIONCOMMENT"):
+        monkeypatch.setenv(f"NAGIOS_{name}", "")
+    nagios = message.next_step(event(*flapping, "--nagios-env"), nothing, "node1")  # no macro tells the handler
+    assert nagios.startswith("smtp is flapping, and Nagios cannot tell kolabmon-takeover so: it still moves")
+    disabled = event("--type", "FLAPPINGDISABLED", "--host", "kolab-cluster", "--service", "smtp", "--state", "OK")
+    assert message.next_step(disabled, nothing, "node1") == ("Flap detection for smtp was switched off while it "
+                                                             "flapped: its state is notified again.")
     ack = event(*PROBLEM[:-2], "--state", "CRITICAL", "--type", "ACKNOWLEDGEMENT", "--author", "anna",
                 "--comment", "rebooting node1")
     assert message.next_step(ack, nothing, "node1") == "anna is on it (rebooting node1); nothing else to do."

@@ -4,14 +4,16 @@
                     --output 'IMAP CRITICAL - ...' [--active node2] [--audit PATH]
                     [--to ADDR ... [--smtp-host H] [--starttls|--tls] [-u USER]] [--webhook URL]
 
-Icinga's NotificationCommand passes its macros as argv (icinga/eventcommands.conf). The message
+Icinga's NotificationCommand passes its macros as argv (icinga/eventcommands.conf); Nagios Core's
+command line passes the same, but its free text (the plugin's line, the author and comment an
+operator types) through the environment, with --nagios-env (nagios/commands.cfg). The message
 carries the service, its state, the plugin's line, where the Kolab group runs, the last takeover
 from kolabmon-takeover's audit log and what to do next. It goes out as mail over SMTP (TLS
 verified by default) and/or as JSON to a webhook. Exit 0: every channel delivered; 2: a
 delivery failed (the line says which and why); 3: bad usage or macros. One line on stdout,
 never a secret, never past --timeout.
 
-Here: Icinga's macros, validated, and the executable. `message.py` reads the audit log and writes
+Here: the macros, validated, and the executable. `message.py` reads the audit log and writes
 the message; `delivery.py` sends it.
 """
 
@@ -31,15 +33,16 @@ OK, CRITICAL = runtime.OK, runtime.CRITICAL
 DEFAULT_TIMEOUT = 30.0
 TYPES = ("PROBLEM", "RECOVERY", "ACKNOWLEDGEMENT", "CUSTOM", "FLAPPINGSTART", "FLAPPINGEND",
          "DOWNTIMESTART", "DOWNTIMEEND", "DOWNTIMECANCELLED", "DOWNTIMEREMOVED",
+         "FLAPPINGSTOP", "FLAPPINGDISABLED",  # Nagios's words: FLAPPINGEND, and flap detection switched off
          "TAKEOVER")  # the last is kolabmon-takeover's own message about its decision (--record)
 HOST_STATES = ("UP", "DOWN", "UNREACHABLE")
 UNRESOLVED = re.compile(r"\$[A-Za-z_][\w.]*\$")
 
-# --- the event: Icinga's macros, validated -------------------------------------------------
+# --- the event: the macros, validated -------------------------------------------------------
 
 
 class Event:
-    """One notification as Icinga describes it."""
+    """One notification as Icinga or Nagios describes it."""
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.type = args.type
@@ -53,6 +56,7 @@ class Event:
         self.node = (args.node or "").strip()  # the node a node-local check runs on ("" on the cluster host)
         self.changed = (args.changed or "").strip()
         self.record: dict | None = args.record
+        self.nagios = bool(args.nagios_env)  # Nagios tells kolabmon-takeover nothing about flapping
 
     @property
     def subject(self) -> str:
@@ -79,7 +83,7 @@ def _check_macros(args: argparse.Namespace) -> None:
         raise runtime.UsageError("missing --type ($notification.type$)")
     args.type = args.type.strip().upper()
     if args.type not in TYPES:
-        raise runtime.UsageError(f"--type {args.type!r} is not an Icinga notification type "
+        raise runtime.UsageError(f"--type {args.type!r} is not an Icinga or Nagios notification type "
                                  f"({', '.join(TYPES[:4])}, ...)")
     if not (args.host or "").strip():
         raise runtime.UsageError("--host is empty ($host.name$)")
@@ -153,15 +157,16 @@ def _token(path: str) -> str:
 
 
 def make_parser() -> runtime.Parser:
-    p = runtime.Parser(SERVICE, "Send an Icinga notification for a Kolab cluster by mail and/or to a JSON "
-                                "webhook, with the active node, the last takeover and the next step.")
+    p = runtime.Parser(SERVICE, "Send an Icinga or Nagios notification for a Kolab cluster by mail and/or to a "
+                                "JSON webhook, with the active node, the last takeover and the next step.")
     p.prog = PROG
     p.add_argument("-h", "--help", action="store_true", help="show this help and exit (state UNKNOWN)")
     p.add_argument("-V", "--version", action="store_true", help="show the version and exit (state UNKNOWN)")
     p.add_argument("-t", "--timeout", type=runtime.positive_seconds, default=DEFAULT_TIMEOUT,
                    help="seconds before delivery gives up, all channels together (default 30)")
-    macros = p.add_argument_group("Icinga macros")
-    macros.add_argument("--type", help="$notification.type$: PROBLEM, RECOVERY, ACKNOWLEDGEMENT, ...")
+    macros = p.add_argument_group("Icinga macros (Nagios: the same, see --nagios-env)")
+    macros.add_argument("--type", help="$notification.type$: PROBLEM, RECOVERY, ACKNOWLEDGEMENT, CUSTOM, "
+                                       "FLAPPING..., DOWNTIME... (Icinga's and Nagios's words)")
     macros.add_argument("--host", help="$host.name$")
     macros.add_argument("--host-state", help="$host.state$ (UP, DOWN): used when there is no --service")
     macros.add_argument("--host-output", help="$host.output$")
@@ -171,6 +176,12 @@ def make_parser() -> runtime.Parser:
     macros.add_argument("--author", help="$notification.author$")
     macros.add_argument("--comment", help="$notification.comment$")
     macros.add_argument("--time", help="$icinga.long_date_time$")
+    macros.add_argument("--nagios-env", action="store_true",
+                        help="Nagios Core: take --output (or --host-output without --service), --author and "
+                             "--comment from Nagios's environment macros NAGIOS_SERVICEOUTPUT (NAGIOS_HOSTOUTPUT), "
+                             "NAGIOS_NOTIFICATIONAUTHOR and NAGIOS_NOTIFICATIONCOMMENT (nagios.cfg: "
+                             "enable_environment_macros=1), never from argv: text an operator or a plugin writes "
+                             "then never passes Nagios's /bin/sh. Those options are refused with it")
     context = p.add_argument_group("cluster context")
     context.add_argument("--active", metavar="NODE",
                          help="where the Kolab group runs (the NotificationCommand reads it from the heartbeat checks)")
@@ -223,6 +234,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
 def settle(args: argparse.Namespace) -> None:
     """Check the macros and delivery options together; fill in the defaults, the password, the token."""
     _check_macros(args)
+    output = {"output": "SERVICEOUTPUT"} if args.service else {"host_output": "HOSTOUTPUT"}
+    runtime.nagios_env(args, output | {"author": "NOTIFICATIONAUTHOR", "comment": "NOTIFICATIONCOMMENT"})
     _record(args)
     args.to = [a.strip() for value in args.to for a in value.split(",") if a.strip()]
     _check_delivery(args)

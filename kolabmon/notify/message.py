@@ -189,9 +189,14 @@ def next_step(event: Event, takeover: Takeover, active: str) -> str:
         return f"{event.author or 'someone'} is on it ({event.comment or 'no comment'}); nothing else to do."
     if event.type.startswith("DOWNTIME"):
         return f"Downtime by {event.author or 'someone'}: {event.comment or 'no comment'}."
+    if event.type == "FLAPPINGSTART" and event.nagios and event.failover:  # Nagios has no macro to tell it
+        return (f"{what} is flapping, and Nagios cannot tell kolabmon-takeover so: it still moves the group on "
+                f"a HARD CRITICAL. Look for an intermittent cause{at}.")
     if event.type == "FLAPPINGSTART":
         return (f"{what} is flapping: kolabmon will not move the group while it flaps. "
                 f"Look for an intermittent cause{at}.")
+    if event.type == "FLAPPINGDISABLED":
+        return f"Flap detection for {what} was switched off while it flapped: its state is notified again."
     decision = takeover.decision
     if event.type == "TAKEOVER" and decision is not None:
         return after(decision, what)

@@ -59,6 +59,7 @@ from kolabmon.runtime.options import (
     add_tls,
     command_line,
     days,
+    nagios_env,
     nagios_range,
     node_access,
     node_list,
@@ -80,7 +81,8 @@ __all__ = [
     "REPROBE_MIN", "REPROBE_WINDOWS", "SHORTEST_WAIT", "TOOL_TIMEOUT_MARGIN", "Clock", "classify", "safe_classify",
     "failure_kind", "HUNG", "GONE", "WRONG",
     "Plugin", "Watchdog", "execute", "run",
-    "HIDDEN", "Parser", "add_auth", "add_node_access", "add_tls", "command_line", "days", "nagios_range", "node_access",
+    "HIDDEN", "Parser", "add_auth", "add_node_access", "add_tls", "command_line", "days",
+    "nagios_env", "nagios_range", "node_access",
     "node_list", "parse", "parser", "password",
     "port_number", "positive_seconds", "readable_ca", "state_name", "zero_or_one",
 ]

@@ -219,6 +219,23 @@ def command_line(p: Parser, argv: Sequence[str] | None, required: Sequence[str] 
     return args
 
 
+def nagios_env(args: argparse.Namespace, macros: dict[str, str]) -> None:
+    """--nagios-env: set each option in `macros` (dest -> Nagios macro name) from NAGIOS_<MACRO> in the
+    environment, as Nagios Core exports it, undecodable bytes replaced. UsageError when such an option is
+    also on argv, or when a macro is not in the environment (enable_environment_macros=0)."""
+    if not args.nagios_env:
+        return
+    given = [f"--{name.replace('_', '-')}" for name in macros if getattr(args, name) is not None]
+    if given:
+        raise UsageError(f"{', '.join(given)} with --nagios-env: free text comes from Nagios's environment, not argv")
+    for name, macro in macros.items():
+        value = os.environb.get(b"NAGIOS_" + macro.encode())
+        if value is None:
+            raise UsageError(f"--nagios-env: NAGIOS_{macro} is not in the environment "
+                             "(set enable_environment_macros=1 in nagios.cfg)")
+        setattr(args, name, value.decode("utf-8", "replace"))
+
+
 def readable_ca(args: argparse.Namespace) -> None:
     if getattr(args, "ca_file", None) and not os.access(args.ca_file, os.R_OK):
         raise UsageError(f"cannot read CA file {args.ca_file}")

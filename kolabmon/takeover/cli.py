@@ -3,7 +3,7 @@
 
     kolabmon-takeover [--config FILE] [--dry-run] --host H --service S --state STATE
                       --state-type SOFT|HARD --attempt N --max-attempts N [--flapping 0|1]
-                      [--output TEXT] [--changed EPOCH] [--timeout SECONDS]
+                      [--output TEXT | --nagios-env] [--changed EPOCH] [--timeout SECONDS]
     kolabmon-takeover [--config FILE] recover NODE
 
 Exit 0: acted and verified, or nothing to do; 1: refused or deferred by policy; 2: acted and
@@ -58,7 +58,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     shared = _shared()
     rest = shared.parse_known_args(argv)[1]
     p = runtime.Parser("TAKEOVER", prog="kolabmon-takeover", add_help=True, parents=[shared],
-                       description="Icinga event handler: move the Kolab group off a degraded active node "
+                       description="Icinga or Nagios event handler: move the Kolab group off a degraded active node "
                        "when the policy allows, and prove the service is back.")
     if rest[:1] == ["recover"]:
         p.add_argument("command", choices=["recover"])
@@ -73,8 +73,10 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--flapping", type=runtime.zero_or_one, default=False,
                    help="$service.flapping$ as 0|1 (the EventCommand converts true/false)")
     p.add_argument("--output", help="$service.output$: a hang is re-probed with hang_probe_timeout")
-    p.add_argument("--monitor", choices=["icinga", "nagios"], default="icinga",
-                   help="what runs this handler, named in the audit log and the mails (MONITOR on HOST)")
+    p.add_argument("--nagios-env", action="store_true",
+                   help="Nagios Core: take --output from the environment macro NAGIOS_SERVICEOUTPUT (nagios.cfg: "
+                   "enable_environment_macros=1), never from argv: a plugin's line then never passes Nagios's "
+                   "/bin/sh; the audit log and the mails say 'nagios on HOST'. --output is refused with it")
     p.add_argument("--changed", default="", metavar="EPOCH",
                    help="$service.last_hard_state_change$: names the event, so that its notifications find "
                    "this decision")
@@ -82,6 +84,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
                    help=f"the EventCommand's timeout: the takeover ends {BUDGET_MARGIN:g} s before it "
                    "(default: 'budget' from the config)")
     args = p.parse_args(argv)
+    runtime.nagios_env(args, {"output": "SERVICEOUTPUT"})
     for name in ("host", "service"):
         if not getattr(args, name).strip():
             raise runtime.UsageError(f"--{name} is empty (undefined Icinga macro?)")
@@ -156,7 +159,8 @@ def takeover(config: Config, args: argparse.Namespace) -> int:
         raise runtime.UsageError(f"--timeout {args.timeout:g} s cannot hold one takeover ({config.move_needs():g} s "
                                  f"+ {BUDGET_MARGIN:g} s, see 'budget' in {args.config})")
     deadline = time.monotonic() + budget
-    result = take_over(config, Trigger(event, f"{args.monitor} on {socket.gethostname()}", args.output or "",
+    monitor = "nagios" if args.nagios_env else "icinga"
+    result = take_over(config, Trigger(event, f"{monitor} on {socket.gethostname()}", args.output or "",
                                        dry_run=args.dry_run), budget)
     untold = announce(config, result, deadline + BUDGET_MARGIN - 2)  # a FAILED move ends at its deadline
     say(result.label, result.reason + (f" ({untold})" if untold else ""))

@@ -3,7 +3,8 @@
 The test writes a main nagios.cfg into tmp_path (every state file there, cfg_dir = nagios/, the
 sample as cfg_file, $USER3$ = this venv's bin/); mutated copies prove that a broken definition
 fails the validation. The command lines are expanded with the sample's values and parsed by
-kolabmon-takeover and kolabmon-notify themselves, and no secret may reach argv.
+kolabmon-takeover and kolabmon-notify themselves (the free text from the environment, as Nagios exports
+it), no free text an operator or a plugin writes is on a command line, and no secret reaches argv.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ NAGIOS4 = shutil.which("nagios4") or "/usr/sbin/nagios4"
 needs_nagios = pytest.mark.skipif(not Path(NAGIOS4).exists(), reason="nagios4 is not installed (lab/setup.sh)")
 
 
-def validate(tmp_path: Path, config: Path = NAGIOS, sample: Path = SAMPLE) -> subprocess.CompletedProcess[str]:
+def validate(tmp_path: Path, config: Path = NAGIOS, sample: Path = SAMPLE,
+             *options: str) -> subprocess.CompletedProcess[str]:
     """`nagios4 -v` on a main config of our own: nothing outside tmp_path is read but `config`."""
     state = tmp_path / "state"
     (state / "checkresults").mkdir(parents=True, exist_ok=True)
@@ -60,9 +62,11 @@ def validate(tmp_path: Path, config: Path = NAGIOS, sample: Path = SAMPLE) -> su
         "event_handler_timeout=300",  # = kolabmon-takeover's --timeout (README.md)
         "notification_timeout=40",
         "illegal_macro_output_chars=`~$&|'\"<>",
+        "illegal_object_name_chars=`~!$%^&*|'\"<>?,()=",
+        "enable_environment_macros=1",  # the free text reaches kolabmon through it (README.md)
         "",
     ]))
-    return subprocess.run([NAGIOS4, "-v", str(main)], capture_output=True, text=True, timeout=60)
+    return subprocess.run([NAGIOS4, "-v", *options, str(main)], capture_output=True, text=True, timeout=60)
 
 
 def counts(output: str) -> dict[str, int]:
@@ -117,6 +121,35 @@ def test_a_broken_definition_fails_validation(tmp_path: Path, name: str, old: st
     assert "Error" in out and says in out, out
 
 
+def resolved(tmp_path: Path) -> dict[str, list[dict[str, str]]]:
+    """Every object as Nagios resolved it from its templates (the precache `nagios4 -v -p` writes), by type."""
+    proc = validate(tmp_path, NAGIOS, SAMPLE, "-p")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    found: dict[str, list[dict[str, str]]] = {}
+    precache = (tmp_path / "state" / "objects.precache").read_text()
+    for kind, body in re.findall(r"define (\w+) \{\n(.*?)\n\s*\}", precache, re.S):
+        found.setdefault(kind, []).append(dict(line.strip().split("\t", 1) for line in body.splitlines()))
+    return found
+
+
+@needs_nagios
+def test_every_custom_variable_a_command_uses_is_defined_for_its_object(tmp_path: Path) -> None:
+    """Nagios leaves an undefined $_HOSTX$ on the line as it is (kolabmon refuses it: exit 3); an empty
+    one (the name alone in a template) is an empty word, and an unquoted *_OPTS vanishes."""
+    objects, lines = resolved(tmp_path), commands()
+    hosts = {host["host_name"]: host for host in objects["host"]}
+    notify = {kind: {c[f"{kind}_notification_commands"] for c in objects["contact"]} for kind in ("host", "service")}
+    runs = [(host, host, {host["check_command"], *notify["host"]}) for host in hosts.values()]
+    runs += [(hosts[svc["host_name"]], svc, {svc["check_command"], *notify["service"]}
+              | ({svc["event_handler"]} if svc.get("event_handler_enabled") == "1" else set()))
+             for svc in objects["service"]]
+    undefined = {(about.get("service_description") or about["host_name"], name, var)
+                 for host, about, names in runs for name in names
+                 for kind, var in re.findall(r"\$_(HOST|SERVICE)(\w+)\$", lines[name.split("!")[0]])
+                 if "_" + var not in (host if kind == "HOST" else about)}
+    assert len(runs) == 13 and undefined == set()
+
+
 # --- the commands against the plugins -----------------------------------------------------------
 
 def commands() -> dict[str, str]:
@@ -154,36 +187,62 @@ def host_defaults() -> dict[str, str]:
 HARD_EVENT = host_defaults() | {
     "USER3": str(BIN), "HOSTNAME": "kolab-cluster", "SERVICEDESC": "imap", "SERVICESTATE": "CRITICAL",
     "SERVICESTATETYPE": "HARD", "SERVICEATTEMPT": "3", "MAXSERVICEATTEMPTS": "3",
-    "SERVICEOUTPUT": "IMAP CRITICAL - no answer within 10s", "LASTSERVICESTATECHANGE": "1700000000",
+    "SERVICEOUTPUT": "IMAP CRITICAL - no answer within 10s; it's \"$(id)\" `id`",
+    "LASTSERVICESTATECHANGE": "1700000000",
     "_HOSTKOLAB_TAKEOVER_CONFIG": "/etc/kolabmon/kolab-cluster.toml", "NOTIFICATIONTYPE": "PROBLEM",
     "LONGDATETIME": "Tue Nov 14 22:13:20 UTC 2023", "_SERVICEKOLAB_FAILOVER": "1", "CONTACTEMAIL": "oncall@example.org",
-    "HOSTSTATE": "DOWN", "HOSTOUTPUT": "PING CRITICAL - Packet loss = 100%",
+    "HOSTSTATE": "DOWN", "HOSTOUTPUT": "PING CRITICAL - Packet loss = 100%; it's $(id)",
+    "NOTIFICATIONAUTHOR": "o'brien `id`", "NOTIFICATIONCOMMENT": "it's; \"$(touch /tmp/pwned)\" a=b",
     "_HOSTKOLAB_NOTIFY_OPTS": "--from nagios@example.org --smtp-host localhost",
-    "NOTIFICATIONAUTHOR": "", "NOTIFICATIONCOMMENT": "",  # always defined: empty unless a comment or an ack
 }
 
 
-def test_the_event_handler_passes_what_kolabmon_takeover_decides_on() -> None:
+def nagios_environment(monkeypatch: pytest.MonkeyPatch, macros: dict[str, str]) -> None:
+    """The environment Nagios gives a command with enable_environment_macros=1: NAGIOS_<MACRO> for each."""
+    for name, value in macros.items():
+        monkeypatch.setenv(f"NAGIOS_{name}", value)
+
+
+def test_the_event_handler_passes_what_kolabmon_takeover_decides_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    nagios_environment(monkeypatch, HARD_EVENT)
     argv = expand(commands()["kolabmon-takeover"], HARD_EVENT)
     assert argv[0] == f"{BIN}/kolabmon-takeover"
     args = cli.parse(argv[1:])
     assert (args.host, args.service, args.state, args.state_type) == ("kolab-cluster", "imap", "CRITICAL", "HARD")
     assert (args.attempt, args.max_attempts, args.changed, args.timeout) == (3, 3, "1700000000", 300)
     assert args.output == HARD_EVENT["SERVICEOUTPUT"] and args.config == "/etc/kolabmon/kolab-cluster.toml"
-    assert args.monitor == "nagios"  # the audit log and the mails name Nagios, not Icinga
 
 
 @pytest.mark.parametrize(("command", "service"), [("kolabmon-notify-service", "imap"), ("kolabmon-notify-host", None)])
-def test_the_notifications_pass_what_kolabmon_notify_reads(command: str, service: str | None) -> None:
+def test_the_notifications_pass_what_kolabmon_notify_reads(command: str, service: str | None,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    nagios_environment(monkeypatch, HARD_EVENT)
     argv = expand(commands()[command], HARD_EVENT)
     args = notify.parse(argv[1:])
     assert (args.type, args.host, args.service) == ("PROBLEM", "kolab-cluster", service)
     assert args.to == ["oncall@example.org"]
     assert args.sender == "nagios@example.org" and args.takeover_config == "/etc/kolabmon/kolab-cluster.toml"
+    assert (args.author, args.comment) == (HARD_EVENT["NOTIFICATIONAUTHOR"], HARD_EVENT["NOTIFICATIONCOMMENT"])
     if service:  # the same event name as the handler's: the mail finds its decision
         assert (args.state, args.changed, args.failover) == ("CRITICAL", "1700000000", True)
     else:
         assert (args.host_state, args.host_output) == ("DOWN", HARD_EVENT["HOSTOUTPUT"])
+
+
+# Nagios macros whose text an operator (CGI, external command) or a plugin writes. Nagios runs a command line
+# with a quote or a shell character through /bin/sh; illegal_macro_output_chars cleans only the output,
+# perfdata and ack macros, never the NOTIFICATION* ones. They reach kolabmon through NAGIOS_* instead.
+FREE_TEXT = re.compile(r"\$(LONG)?(HOST|SERVICE)(OUTPUT|PERFDATA)\$"
+                       r"|\$(HOST|SERVICE)ACK(AUTHOR|AUTHORNAME|AUTHORALIAS|COMMENT)\$"
+                       r"|\$NOTIFICATION(AUTHOR|AUTHORNAME|AUTHORALIAS|COMMENT)\$")
+
+
+def test_no_free_text_is_on_a_command_line() -> None:
+    lines = commands()
+    assert [name for name, line in lines.items() if FREE_TEXT.search(line)] == []
+    for name in ("kolabmon-takeover", "kolabmon-notify-service", "kolabmon-notify-host"):
+        assert " --nagios-env " in lines[name], name
+    assert FREE_TEXT.search("--comment '$NOTIFICATIONCOMMENT$' --output '$SERVICEOUTPUT$'")  # the scan sees one
 
 
 # --- no secret on argv --------------------------------------------------------------------------

@@ -53,9 +53,9 @@ move = {json.dumps([PY, "-c", move, "{from}", "{to}"])}
     return {"config": config, "active": active, "fault": fault, "moves": moves, "audit": tmp_path / "audit.jsonl"}
 
 
-def takeover(world: dict[str, Path], *args: str) -> subprocess.CompletedProcess[str]:
+def takeover(world: dict[str, Path], *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(BIN / "kolabmon-takeover"), "--config", str(world["config"]), *args],
-                          capture_output=True, text=True, env=clean_env(), timeout=60)
+                          capture_output=True, text=True, env=clean_env(**env), timeout=60)
 
 
 def records(world: dict[str, Path]) -> list[dict]:
@@ -88,6 +88,14 @@ def test_soft_and_ok_do_not_move(world) -> None:
     assert [r["decision"] for r in records(world)] == ["wait", "nothing"]
 
 
+def test_nagios_env_gives_the_plugins_line_verbatim(world) -> None:
+    line = "IMAP CRITICAL - it's; \"$(touch /tmp/kolabmon-pwned)\" `id` a=b"
+    ok = [a if a != "CRITICAL" else "OK" for a in HARD]
+    proc = takeover(world, *ok, "--nagios-env", NAGIOS_SERVICEOUTPUT=line)  # as Nagios exports $SERVICEOUTPUT$
+    assert proc.returncode == 0 and "imap is OK: nothing to do" in proc.stdout, proc.stdout
+    assert records(world)[-1]["output"] == line
+
+
 def test_second_opinion_passing_refuses(world) -> None:
     world["fault"].write_text("gone")  # the fault went away before the handler ran
     proc = takeover(world, *HARD)
@@ -102,8 +110,8 @@ def test_dry_run_changes_nothing(world) -> None:
     assert records(world)[-1]["dry_run"] is True
 
 
-def test_the_audit_and_the_cooldown_name_the_monitor_that_ran_the_handler(world) -> None:
-    assert takeover(world, "--monitor", "nagios", *HARD).returncode == 0
+def test_the_audit_and_the_cooldown_name_nagios_when_it_ran_the_handler(world) -> None:
+    assert takeover(world, "--nagios-env", *HARD, NAGIOS_SERVICEOUTPUT="IMAP CRITICAL - hung").returncode == 0
     assert records(world)[-1]["origin"] == f"nagios on {socket.gethostname()}"
     world["fault"].write_text("node2")
     proc = takeover(world, *HARD)  # Icinga's handler now: the cool-down names who moved
@@ -200,6 +208,9 @@ def test_a_second_opinion_the_prefix_cannot_run_moves_nothing(world, tmp_path) -
     ([a if a != "kolab-cluster" else "" for a in HARD], "--host is empty"),
     ([*HARD, "--flapping", "maybe"], "--flapping: must be 0 or 1"),
     ([*HARD, "; rm -rf /"], "unrecognized arguments"),
+    ([*HARD, "--nagios-env"], "--nagios-env: NAGIOS_SERVICEOUTPUT is not in the environment (set "
+                              "enable_environment_macros=1 in nagios.cfg)"),
+    ([*HARD, "--nagios-env", "--output", "x"], "--output with --nagios-env: free text comes from Nagios's environment"),
     ([*HARD, "--changed", "$service.last_hard_state_change$"], "--changed '$service.last_hard_state_change$' is not "
                                                                  "an epoch"),
 ])
