@@ -120,6 +120,7 @@ class StorageCheck:
         self.mount: Mount | None = None
         self.swept = 0
         self.moved_here = False  # expected unmounted, but Pacemaker says the group runs here now
+        self.moved_away: str | None = None  # expected mounted, nothing is, and the group runs there now
 
     def probe(self) -> Iterator[nagiosplugin.Metric]:
         import nagiosplugin
@@ -130,9 +131,13 @@ class StorageCheck:
         clock.enter("reading the mount table")
         with open(self.mountinfo, encoding="utf-8", errors="surrogateescape") as handle:
             table = mount_table(handle.read())  # procfs: answers even when a mount in it is dead
-        if args.expect == "unmounted" and mount_at(args.path, table) is not None and self.group_runs_here():
+        mounted = mount_at(args.path, table) is not None
+        if args.expect == "unmounted" and mounted and self.group_runs_here():
             args = self.args = argparse.Namespace(**{**vars(args), "expect": "mounted"})
             self.moved_here = True
+        elif args.expect == "mounted" and not mounted and (elsewhere := self.group_runs_elsewhere()):
+            args = self.args = argparse.Namespace(**{**vars(args), "expect": "unmounted"})
+            self.moved_away = elsewhere
         clock.enter("starting the I/O process")
         facts = isolate.isolated(lambda report: _storage_io(args, table, report), clock, "storage I/O")
         self.path = str(facts["path"])
@@ -162,6 +167,20 @@ class StorageCheck:
         """Before calling a mount on the passive node split brain: does Pacemaker on this node say the
         group runs here now? The expectation comes from the monitoring side's last view of the roles,
         which a takeover has just changed; a node without readable cluster tools is not asked."""
+        where = self.where_group_runs()
+        return where is not None and where[1] == {where[0]}  # on both nodes it is split brain
+
+    def group_runs_elsewhere(self) -> str | None:
+        """Before calling the storage missing on the active node: does Pacemaker on this node say the
+        group runs on another node now (a role set at install time, as Nagios's, after a takeover)?
+        That node's name, or None: stopped, here too, or not known stays a missing storage."""
+        where = self.where_group_runs()
+        if where is None or not where[1] or where[0] in where[1]:
+            return None
+        return ",".join(sorted(where[1]))
+
+    def where_group_runs(self) -> tuple[str, set[str]] | None:
+        """(this node, the nodes Pacemaker runs the group on), None when the cluster tools do not say."""
         from kolabmon import pacemaker
 
         self.clock.enter("asking Pacemaker where the group runs")
@@ -170,8 +189,8 @@ class StorageCheck:
             node = pacemaker.local_node(max(deadline - time.monotonic(), 0.1))
             view = pacemaker.status("", None, max(deadline - time.monotonic(), 0.1))
         except (pacemaker.ToolError, pacemaker.StackDown, TimeoutError, OSError):
-            return False  # not known: a mount here stays split brain
-        return view.group_nodes(self.args.group) == {node}  # on both nodes it is split brain
+            return None
+        return node, set(view.group_nodes(self.args.group))
 
 
 def _storage_io(args: argparse.Namespace, table: Sequence[Mount], report: Report) -> None:
@@ -356,7 +375,9 @@ def present(probe: StorageCheck) -> object:
             if probe.mount:  # something else than the shared storage
                 return (f"{probe.path}: no {probe.args.fstype} mounted (only {probe.mount.fstype} on "
                         f"{probe.mount.source}), as it should be on the passive node")
-            return f"{probe.path} not mounted, as it should be on the passive node"
+            return f"{probe.path} not mounted, as it should be on the passive node" + (
+                f" (the passive node now: Pacemaker runs {probe.args.group} on {probe.moved_away})"
+                if probe.moved_away else "")
         mount = probe.mount
         parts = [f"{probe.path}: {mount.fstype} on {mount.source} read-write" if mount else probe.path,
                  f"write round trip {results['time'].metric.value:.3f} s"]
@@ -394,7 +415,8 @@ def make_parser() -> runtime.Parser:
     p.add_argument("--fstype", metavar="TYPE", help="filesystem type it must have, as in /proc/mounts (ext4, nfs4)")
     p.add_argument("--group", default="kolab",
                    help="the resource group: a mount where --expect unmounted is no split brain while Pacemaker "
-                        "on this node says the group runs here (default kolab)")
+                        "on this node says the group runs here, and no mount where --expect mounted is the "
+                        "passive node while it says the group runs on another node (default kolab)")
     p.add_argument("--expect", choices=("mounted", "unmounted"), default="mounted",
                    help="mounted (the active node, default) or unmounted (the passive node: a mount there "
                         "is split brain)")

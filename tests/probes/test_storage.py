@@ -252,6 +252,27 @@ def test_a_mount_where_pacemaker_has_just_moved_the_group_is_no_split_brain(disk
     assert "read-write" in run.line and "the active node now (Pacemaker runs kolab here)" in run.line, run.line
 
 
+def test_nothing_mounted_where_pacemaker_has_moved_the_group_away_is_the_passive_node(tmp_path) -> None:
+    # a role set at install time (Nagios's _KOLAB_STORAGE_EXPECT) after a takeover: the node's own
+    # Pacemaker says the group runs on the other node, so nothing mounted here is right
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    for runs_on, state in (("node2", 0), ("node1", 2), ("both", 2)):
+        tools = crm_mon.install(tmp_path / runs_on, crm_mon.group_on(*(("node1", "node2") if runs_on == "both"
+                                                                        else (runs_on,))))
+        (tools / "crm_node").write_text("#!/bin/sh\necho node1\n")
+        (tools / "crm_node").chmod(0o755)
+        run = run_plugin("check_kolab_storage", "--path", str(spool), "--expect", "mounted",
+                         PATH=f"{tools}:/usr/bin:/bin")
+        assert_plugin_output(run.out, run.rc)
+        assert run.rc == state, (runs_on, run.out)
+        if runs_on == "node2":
+            assert run.line.startswith(f"STORAGE OK - {spool} not mounted, as it should be on the passive node "
+                                       "(the passive node now: Pacemaker runs kolab on node2)"), run.line
+    run = check("--path", spool)  # no cluster tools to ask: a missing storage on the active node
+    assert run.rc == 2, run.out
+
+
 def test_not_mounted_on_the_passive_node_is_ok(disk, tmp_path) -> None:
     run = check("--path", tmp_path, "--expect", "unmounted")
     match = assert_plugin_output(run.out, run.rc)
