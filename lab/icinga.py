@@ -37,6 +37,8 @@ CHECK, RETRY, ATTEMPTS, PLUGIN_TIMEOUT = 2, 1, 3, 4
 NODE_RETRY = 3  # the nodes' storage retries span 6 s, more than a heartbeat check (every 2 s) takes
 FORMAT = "\\t".join(f"${m}$" for m in ("service.last_check", "host.name", "service.name", "service.state",
                                        "service.state_type", "service.check_attempt", "service.output"))
+# where each daemon keeps its state: -D<Name>Dir=WORKDIR/<sub> (nothing under /var/lib/icinga2, /run/icinga2, ...)
+DIRS = (("Data", "data"), ("Log", "log"), ("Cache", "cache"), ("Spool", "spool"), ("InitRun", "run"))
 
 
 def wait(what: str, done: Callable[[], T | None], timeout: float) -> T:
@@ -61,6 +63,34 @@ class Result:
     state_type: str
     attempt: int
     output: str
+    # the endpoint that ran the check and the one that scheduled it (a spool written with SOURCES)
+    check_source: str = ""
+    scheduling_source: str = ""
+
+
+# a FORMAT with the endpoints of each result: for a distributed Icinga (lab/icinga_ha.py)
+SOURCES = FORMAT + "\\t$service.check_source$\\t$service.scheduling_source$"
+
+
+def defines(workdir: Path) -> list[str]:
+    """icinga2's -D options that keep one daemon's state under `workdir`."""
+    return [f"-D{name}Dir={workdir / sub}" for name, sub in DIRS]
+
+
+def daemon_env(**extra: str) -> dict[str, str]:
+    """The environment of a lab icinga2: as root (the lab enters namespaces), no CA-bundle overrides."""
+    env = {k: v for k, v in os.environ.items() if k not in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")}
+    return env | {"ICINGA2_USER": "root", "ICINGA2_GROUP": "root"} | extra
+
+
+def read_results(spool: Path) -> list[Result]:
+    """Every check result in a PerfdataWriter spool written with FORMAT (or SOURCES), in time order."""
+    found = []
+    for fields in spool_lines(spool):
+        if len(fields) in (7, 9) and fields[0].replace(".", "").isdigit():
+            found.append(Result(float(fields[0]), fields[1], fields[2], fields[3], fields[4],
+                                int(fields[5]) if fields[5].isdigit() else 0, fields[6], *fields[7:]))
+    return sorted(found, key=lambda r: r.epoch)
 
 
 class LabIcinga:
@@ -104,13 +134,10 @@ class LabIcinga:
                 str(self.mail["certs"]["ca"]), "-u", ONCALL, "--password-file", str(secret)]
 
     def icinga2(self, *argv: str) -> list[str]:
-        defines = [f"-D{name}Dir={self.dir / sub}" for name, sub in
-                   (("Data", "data"), ("Log", "log"), ("Cache", "cache"), ("Spool", "spool"), ("InitRun", "run"))]
-        return ["ip", "netns", "exec", "monitor", "icinga2", *argv, *defines]
+        return ["ip", "netns", "exec", "monitor", "icinga2", *argv, *defines(self.dir)]
 
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k not in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")}
-        return env | {"ICINGA2_USER": "root", "ICINGA2_GROUP": "root"}
+        return daemon_env()
 
     def start_mail(self) -> None:
         """Postfix + Dovecot on the monitoring host's loopback, for the on-call mailbox."""
@@ -230,12 +257,7 @@ object Host "{node}" {{
 
     def results(self) -> list[Result]:
         """Every check result so far, in time order."""
-        found = []
-        for fields in spool_lines(self.dir / "spool" / "perfdata"):
-            if len(fields) == 7 and fields[0].replace(".", "").isdigit():
-                found.append(Result(float(fields[0]), fields[1], fields[2], fields[3], fields[4],
-                                    int(fields[5]) if fields[5].isdigit() else 0, fields[6]))
-        return sorted(found, key=lambda r: r.epoch)
+        return read_results(self.dir / "spool" / "perfdata")
 
     def audit(self) -> list[dict]:
         path = self.dir / "takeover" / "audit.jsonl"
