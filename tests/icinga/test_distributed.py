@@ -195,9 +195,6 @@ def test_the_event_handler_of_a_command_endpoint_service_runs_on_the_agent(icing
         (icinga.dir / "state" / "node1").unlink()
 
 
-@pytest.mark.xfail(strict=True, reason="icinga/eventcommands.conf: kolabmon-takeover's --flapping lambda reads "
-                   "`service`, which an agent's event handler does not have (Icinga 2.13/2.14: 'Tried to access "
-                   "undefined script variable' and the handler never runs); macro(\"$service.flapping$\") works")
 def test_kolabmon_takeover_runs_on_the_agent_as_the_storage_handler(icinga: DistributedIcinga) -> None:
     # storage CRITICAL (the path is no mount point) -> HARD -> the shipped kolabmon-takeover on node2
     def outcome() -> str | None:
