@@ -163,30 +163,6 @@ class LabIcinga:
 
     def write_config(self) -> Path:
         shutil.copytree(ROOT / "icinga", self.dir / "etc" / "kolabmon", dirs_exist_ok=True)
-        ca = lab.make_certs().ca
-        secret = self.dir / "takeover" / "imap.pw"
-        ldap_secret = self.dir / "takeover" / "ldap.pw"
-        oncall_secret = self.dir / "oncall.pw"
-        timing = (f"  vars.kolab_check_interval = {CHECK}s\n  vars.kolab_retry_interval = {RETRY}s\n"
-                  f"  vars.kolab_max_check_attempts = {ATTEMPTS}\n")
-        notify = f"""  vars.kolab_notify_users = [ "oncall" ]
-  vars.kolab_notify_smtp_host = "127.0.0.1"
-  vars.kolab_notify_smtp_port = {self.mail["postfix"]["ports"]["smtp"]}
-  vars.kolab_notify_starttls = true
-  vars.kolab_notify_ca_file = "{self.mail["certs"]["ca"]}"
-  vars.kolab_notify_user = "{ONCALL}"
-  vars.kolab_notify_password_file = "{oncall_secret}"
-  vars.kolab_notify_from = "icinga@example.org"
-  vars.kolab_takeover_config = "{self.takeover}"
-"""
-        # storage reads its node's role from the heartbeat, so the heartbeat must run again within
-        # storage's retries (templates.conf): a role that changed with a takeover is read before HARD
-        node_timing = timing.replace(f"kolab_retry_interval = {RETRY}s", f"kolab_retry_interval = {NODE_RETRY}s")
-        # every service gives up on a hung server after the same time, so each turns HARD as fast
-        plugin_timeouts = "".join(f"  vars.kolab_{name}_timeout = {PLUGIN_TIMEOUT}\n"
-                                  for name in ("imap", "smtp", "ldap", "freebusy", "roundtrip"))
-        # the role fallback (until the first heartbeat result) as an admin writes it: where the group runs now
-        active = lab.Cluster().active_node() or "node1"
         spool = self.dir / "spool" / "perfdata"
         main = self.dir / "icinga2.conf"
         main.write_text(f"""/* the lab's Icinga 2: the shipped icinga/ config + the lab cluster's hosts */
@@ -219,8 +195,41 @@ include "etc/kolabmon/eventcommands.conf"
 include "etc/kolabmon/templates.conf"
 include "etc/kolabmon/services.conf"
 include "etc/kolabmon/notifications.conf"
+""" + self.hosts_conf())
+        return main
 
-object User "oncall" {{ email = "{ONCALL}" }}
+    def hosts_conf(self, agents: dict[str, Path] | None = None) -> str:
+        """The on-call user and the lab cluster's hosts. The nodes' probes run through the `lab/on`
+        prefix, or with `agents` (node -> its takeover config, whose prefix is empty) on each node's
+        Icinga agent (command_endpoint, the handler there too)."""
+        ca = lab.make_certs().ca
+        secret = self.dir / "takeover" / "imap.pw"
+        ldap_secret = self.dir / "takeover" / "ldap.pw"
+        oncall_secret = self.dir / "oncall.pw"
+        timing = (f"  vars.kolab_check_interval = {CHECK}s\n  vars.kolab_retry_interval = {RETRY}s\n"
+                  f"  vars.kolab_max_check_attempts = {ATTEMPTS}\n")
+
+        def notify(takeover: Path) -> str:
+            return f"""  vars.kolab_notify_users = [ "oncall" ]
+  vars.kolab_notify_smtp_host = "127.0.0.1"
+  vars.kolab_notify_smtp_port = {self.mail["postfix"]["ports"]["smtp"]}
+  vars.kolab_notify_starttls = true
+  vars.kolab_notify_ca_file = "{self.mail["certs"]["ca"]}"
+  vars.kolab_notify_user = "{ONCALL}"
+  vars.kolab_notify_password_file = "{oncall_secret}"
+  vars.kolab_notify_from = "icinga@example.org"
+  vars.kolab_takeover_config = "{takeover}"
+"""
+        # storage reads its node's role from the heartbeat, so the heartbeat must run again within
+        # storage's retries (templates.conf): a role that changed with a takeover is read before HARD
+        node_timing = timing.replace(f"kolab_retry_interval = {RETRY}s", f"kolab_retry_interval = {NODE_RETRY}s")
+        # every service gives up on a hung server after the same time, so each turns HARD as fast
+        plugin_timeouts = "".join(f"  vars.kolab_{name}_timeout = {PLUGIN_TIMEOUT}\n"
+                                  for name in ("imap", "smtp", "ldap", "freebusy", "roundtrip"))
+        # the role fallback (until the first heartbeat result) as an admin writes it: where the group runs now
+        active = lab.Cluster().active_node() or "node1"
+        nl = "\n"
+        return f"""object User "oncall" {{ email = "{ONCALL}" }}
 
 object Host "kolab-cluster" {{
   import "kolab-cluster-host"
@@ -237,21 +246,20 @@ object Host "kolab-cluster" {{
   vars.kolab_ldap_filter = "(uid=user1)"
   vars.kolab_freebusy_url = "http://{lab.CLUSTER_IP}/freebusy/{USER}.ifb"
   vars.kolab_failover_services = [ "imap", "smtp", "ldap" ]
-{timing}{notify}}}
+{timing}{notify(self.takeover)}}}
 """ + "".join(f"""
 object Host "{node}" {{
   import "kolab-node-host"
   address = "{lab.ADMIN_IPS[node]}"
   vars.kolab_cluster = "kolab-cluster"
   vars.kolab_role = "{'active' if node == active else 'passive'}"
-  vars.kolab_command_prefix = "{lab.ON} {{node}}"
-  vars.kolab_storage_path = "{lab.SHARED}"
+{f'  vars.agent_endpoint = "{node}"{nl}' if agents else
+ f'  vars.kolab_command_prefix = "{lab.ON} {{node}}"{nl}'}  vars.kolab_storage_path = "{lab.SHARED}"
   vars.kolab_storage_fstype = "ext4"
   vars.kolab_storage_timeout = {PLUGIN_TIMEOUT}
   vars.kolab_heartbeat_timeout = {PLUGIN_TIMEOUT + 4}
-{node_timing}{notify}}}
-""" for node in lab.NODES))
-        return main
+{node_timing}{notify(agents[node] if agents else self.takeover)}}}
+""" for node in lab.NODES)
 
     # --- reading Icinga's own records -------------------------------------------------------------
 

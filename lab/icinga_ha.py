@@ -57,7 +57,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kolabmon.takeover import audit
+from lab import cluster as lab
 from lab import icinga as lab_icinga
+from lab import takeover_config
 from lab.util import LabError, run, tail
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -481,3 +484,45 @@ if answer.status != 200:
     sys.exit(f"HTTP {answer.status}: {body[:300]}")
 print(body)
 """
+
+
+class LabDistributedIcinga(lab_icinga.LabIcinga):
+    """LabIcinga's cluster, hosts and on-call mail, watched by the distributed Icinga: both masters in
+    the `monitor` namespace (ports 5665 and 5666), an agent in each node (`lab/on NODE`). The node hosts
+    have no command prefix, so their heartbeat and storage checks and storage's kolabmon-takeover run on
+    the agents, with a takeover config of their own (no prefix, its own audit log). That config has no
+    [notify]: the lab's on-call mail listens on the monitoring host's loopback, which the nodes cannot
+    reach (a site's nodes would name its relay)."""
+
+    MASTERS = ("master1", "master2")
+
+    def start(self, timeout: float = 120) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.dir, 0o755)
+        self.start_mail()
+        self.takeover = takeover_config.write(self.dir / "takeover", cooldown=300, fence=True,
+                                              notify=self.notify_command())
+        on_node = {node: takeover_config.write(self.dir / f"takeover-{node}", cooldown=300, fence=True, on_node=True)
+                   for node in lab.NODES}
+        monitor = ("ip", "netns", "exec", "monitor")
+        self.ha = DistributedIcinga(
+            self.dir / "ha", [Endpoint(name, lab.MONITOR_IP, 5665 + i, monitor) for i, name in enumerate(self.MASTERS)],
+            [Endpoint(node, lab.ADMIN_IPS[node], 5665, (str(lab.ON), node)) for node in lab.NODES],
+            self.hosts_conf(agents=on_node), constants={"KolabmonBinDir": str(lab_icinga.BIN)})
+        self.ha.start(timeout)
+        lab_icinga.wait("a first imap result", lambda: any(r.service == "imap" for r in self.results()), timeout)
+
+    def stop(self) -> None:
+        if getattr(self, "ha", None):
+            self.ha.stop()
+        super().stop()
+
+    def results(self) -> list[lab_icinga.Result]:
+        """Every check result either master recorded (each sees the other's), once, in time order."""
+        seen = {(r.epoch, r.host, r.service, r.check_source): r for m in self.MASTERS for r in self.ha.results(m)}
+        return sorted(seen.values(), key=lambda r: r.epoch)
+
+    def audit(self) -> list[dict]:
+        """The decisions of every kolabmon-takeover: the masters' and each agent's, in time order."""
+        paths = [self.dir / "takeover" / "audit.jsonl", *sorted(self.dir.glob("takeover-*/audit.jsonl"))]
+        return sorted((r for p in paths if p.exists() for r in audit.tail(p)), key=lambda r: r.get("epoch", 0))

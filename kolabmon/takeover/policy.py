@@ -140,10 +140,11 @@ def decide(event: Event, rules: Rules, cluster: Cluster, now: float, last_move: 
         return Decision(REFUSE, "group active on more than one node: fencing must settle this, not a move")
     if not cluster.quorate:
         return Decision(REFUSE, "no quorum: this partition may not move anything")
-    if cluster.active is None:
-        return Decision(REFUSE, "the group runs nowhere: nothing to move (see check_kolab_heartbeat)")
+    # before "runs nowhere": right after a move the group is still starting, and that move is the news
     if last_move is not None and now - last_move.epoch < rules.cooldown:
         return Decision(REFUSE, f"cool-down: {last_move.words(now)} (< {rules.cooldown:.0f} s)", cooldown=True)
+    if cluster.active is None:
+        return Decision(REFUSE, "the group runs nowhere: nothing to move (see check_kolab_heartbeat)")
     if cluster.passive is None:
         return Decision(REFUSE, "no passive node to move to")
     if not cluster.passive_online:

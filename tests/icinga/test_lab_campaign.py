@@ -22,8 +22,8 @@ import pytest
 
 from lab import cluster as lab
 from lab import icinga as lab_icinga
+from lab import icinga_ha, servers
 from lab import nagios as lab_nagios
-from lab import servers
 from lab.client_watch import ClientWatch, imap_login
 from lab.takeover_config import BIN
 
@@ -415,3 +415,71 @@ def test_under_nagios_a_hung_cyrus_is_fenced_moved_and_told(campaign) -> None:
     outage = run.client.outage(run.fault_at)
     assert outage and outage[1] - outage[0] < 45, outage
     run.report("nagios-hung-cyrus", hard=hard, back_in_icinga=back.epoch)
+
+
+# --- the same path under a distributed Icinga (lab/icinga_ha.py) ----------------------------------
+# Two masters in one HA zone split the cluster host's checks between them (and so its event handlers);
+# each node's agent runs its heartbeat and storage checks and storage's kolabmon-takeover. Whoever runs a
+# handler, the lock and the last move are the cluster's (CIB): one fault, one move.
+
+
+def moves(run: Run) -> list[dict]:
+    return [r for r in run.decisions() if r.get("moved")]
+
+
+def test_distributed_icinga_moves_once_whoever_runs_the_handler(campaign) -> None:
+    """A read-only spool: storage on the active node's agent and IMAP/SMTP on the masters all turn
+    CRITICAL; the first HARD one acts (the agent fences its own node, or a master fences it), every
+    later one finds the cool-down: one move, one TAKEOVER mail."""
+    run = campaign("imap", icinga_ha.LabDistributedIcinga)
+    run.fault(lambda: run.cluster.readonly_spool(run.source))
+    moved = lab_icinga.wait("the move", lambda: next(iter(moves(run)), None), 90)
+    assert moved["fenced"], moved
+    back = run.wait_back("imap")
+    lab_icinga.wait("the group on the other node", lambda: run.cluster.active_node() == run.passive, 30)
+    time.sleep(5)  # the HARD states that follow the move have their handlers run by now
+    assert len(moves(run)) == 1, moves(run)
+    # the handler ran where Icinga runs it: storage on the node's agent, the cluster host's on a master
+    by = {(r["event"]["host"], r["event"]["service"]): r["origin"] for r in run.decisions()}
+    assert all(origin.endswith(f"on {host}") for (host, _), origin in by.items() if host in lab.NODES), by
+    assert all(not origin.endswith(tuple(f"on {n}" for n in lab.NODES))
+               for (host, _), origin in by.items() if host == CLUSTER_HOST), by
+    def refused_after(epoch: float) -> list[dict]:
+        return [r for r in run.decisions() if r["event"].get("state_type") == "HARD" and r["event"].get("state") ==
+                "CRITICAL" and r.get("epoch", 0) > epoch and r["decision"] in ("refuse", "act", "wait")]
+    assert all(r["decision"] == "refuse" for r in refused_after(moved["epoch"])), refused_after(moved["epoch"])
+    # the cool-down holds across them: IMAP fails on the new node too (its mailbox list locked; heal()
+    # unlocks it), and whichever master checks IMAP finds the move the other handler made
+    again = time.time()
+    run.cluster.lock_mailboxes(run.passive)
+    refused = lab_icinga.wait("a refusal on the new node", lambda: next(
+        (r for r in refused_after(again) if r["event"]["host"] == CLUSTER_HOST), None), 60)
+    assert refused["decision"] == "refuse" and f"cool-down: {moved['origin']} moved the group" in refused["reason"]
+    assert len(moves(run)) == 1 and run.cluster.active_node() == run.passive
+    if moved["event"]["host"] == CLUSTER_HOST:  # a master acted: its TAKEOVER mail, once
+        assert len([m for m in run.mails() if m["subject"].startswith("[kolabmon] TAKEOVER")]) == 1
+    run.report("distributed-readonly-spool", mover=moved["origin"], back_in_icinga=back.epoch)
+
+
+def test_distributed_icinga_with_a_master_and_the_passive_agent_stopped_moves_the_same(campaign) -> None:
+    """master2 and the passive node's agent stopped before the fault: master1 takes all of the masters'
+    checks, and a hung Cyrus is fenced, moved and told exactly as with everything running."""
+    run = campaign("imap", icinga_ha.LabDistributedIcinga)
+    ha = run.icinga.ha
+    ha.stop("master2", run.passive)
+    lab_icinga.wait("master1 authoritative for every service", lambda: all(ha.authority("master1").values()), 60)
+    run.fault(lambda: run.cluster.hang(run.source, "imapd"))
+    moved = lab_icinga.wait("the move", lambda: next(iter(moves(run)), None), 90)
+    assert moved["event"]["service"] in ("imap", "smtp", "ldap") and moved["fenced"], moved
+    assert all(r.check_source == "master1" for r in run.results("imap"))
+    back = run.wait_back("imap")
+    hard = assert_soft_then_hard(run, "imap")
+    lab_icinga.wait("the group on the other node", lambda: run.cluster.active_node() == run.passive, 30)
+    time.sleep(5)
+    assert len(moves(run)) == 1, moves(run)
+    service = moved["event"]["service"]
+    assert_problem_then_decision(run, service, CLUSTER_HOST, "MOVED", f"kolabmon-takeover recover {run.source}")
+    assert len([m for m in run.mails() if m["subject"].startswith("[kolabmon] TAKEOVER")]) == 1
+    outage = run.client.outage(run.fault_at)
+    assert outage and outage[1] - outage[0] < 45, outage
+    run.report("distributed-one-master-hung-cyrus", hard=hard, back_in_icinga=back.epoch)
