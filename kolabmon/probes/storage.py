@@ -30,6 +30,7 @@ TYPE_CHECKING = False  # no typing import at start-up (see runtime)
 if TYPE_CHECKING:
     import nagiosplugin
 
+    from kolabmon import pacemaker
     from kolabmon.isolate import Report
 
 SERVICE = "STORAGE"
@@ -131,20 +132,31 @@ class StorageCheck:
         clock.enter("reading the mount table")
         with open(self.mountinfo, encoding="utf-8", errors="surrogateescape") as handle:
             table = mount_table(handle.read())  # procfs: answers even when a mount in it is dead
+        # --expect is the monitoring side's view of the roles (a fixed one, as Nagios's, is stale after
+        # a takeover): where it disagrees with the mount table, Pacemaker on this node decides
         mounted = mount_at(args.path, table) is not None
-        if args.expect == "unmounted" and mounted and self.group_runs_here():
-            args = self.args = argparse.Namespace(**{**vars(args), "expect": "mounted"})
-            self.moved_here = True
-        elif args.expect == "mounted" and not mounted and (elsewhere := self.group_runs_elsewhere()):
-            args = self.args = argparse.Namespace(**{**vars(args), "expect": "unmounted"})
-            self.moved_away = elsewhere
+        if args.expect == "unmounted":
+            where = self.where_group_runs()
+            # a mount where the group (any member) runs here alone is no split brain; nothing mounted
+            # where the whole group is started here is the active node's storage missing
+            if where and ((mounted and where[1].group_nodes(args.group) == {where[0]}) or
+                          (not mounted and where[1].group_node(args.group) == where[0])):
+                args = self.args = argparse.Namespace(**{**vars(args), "expect": "mounted"})
+                self.moved_here = True
+        elif not mounted and (where := self.where_group_runs()):
+            # nothing mounted is the passive node only while the whole group is started on another node
+            elsewhere = where[1].group_node(args.group)
+            if elsewhere is not None and elsewhere != where[0]:
+                args = self.args = argparse.Namespace(**{**vars(args), "expect": "unmounted"})
+                self.moved_away = elsewhere
         clock.enter("starting the I/O process")
         facts = isolate.isolated(lambda report: _storage_io(args, table, report), clock, "storage I/O")
         self.path = str(facts["path"])
         self.mount = mount_at(self.path, table)
         problem = mount_problem(self.path, self.mount, table, args)
         if problem:
-            raise runtime.PluginError(problem)
+            here = f"; the active node now: Pacemaker runs {args.group} here" if self.moved_here else ""
+            raise runtime.PluginError(problem + here)
         if args.expect == "unmounted":
             yield nagiosplugin.Metric("mounted", 0, min=0, max=1, context="mounted")
             return
@@ -163,24 +175,9 @@ class StorageCheck:
         yield nagiosplugin.Metric("time", facts["time"], "s", min=0, context="time")
 
 
-    def group_runs_here(self) -> bool:
-        """Before calling a mount on the passive node split brain: does Pacemaker on this node say the
-        group runs here now? The expectation comes from the monitoring side's last view of the roles,
-        which a takeover has just changed; a node without readable cluster tools is not asked."""
-        where = self.where_group_runs()
-        return where is not None and where[1] == {where[0]}  # on both nodes it is split brain
-
-    def group_runs_elsewhere(self) -> str | None:
-        """Before calling the storage missing on the active node: does Pacemaker on this node say the
-        group runs on another node now (a role set at install time, as Nagios's, after a takeover)?
-        That node's name, or None: stopped, here too, or not known stays a missing storage."""
-        where = self.where_group_runs()
-        if where is None or not where[1] or where[0] in where[1]:
-            return None
-        return ",".join(sorted(where[1]))
-
-    def where_group_runs(self) -> tuple[str, set[str]] | None:
-        """(this node, the nodes Pacemaker runs the group on), None when the cluster tools do not say."""
+    def where_group_runs(self) -> tuple[str, pacemaker.Status] | None:
+        """(this node, what Pacemaker on it says), None when the cluster tools do not say: then --expect
+        stands (a mount on the passive node stays split brain)."""
         from kolabmon import pacemaker
 
         self.clock.enter("asking Pacemaker where the group runs")
@@ -190,7 +187,7 @@ class StorageCheck:
             view = pacemaker.status("", None, max(deadline - time.monotonic(), 0.1))
         except (pacemaker.ToolError, pacemaker.StackDown, TimeoutError, OSError):
             return None
-        return node, set(view.group_nodes(self.args.group))
+        return node, view
 
 
 def _storage_io(args: argparse.Namespace, table: Sequence[Mount], report: Report) -> None:

@@ -257,9 +257,9 @@ def test_nothing_mounted_where_pacemaker_has_moved_the_group_away_is_the_passive
     # Pacemaker says the group runs on the other node, so nothing mounted here is right
     spool = tmp_path / "spool"
     spool.mkdir()
-    for runs_on, state in (("node2", 0), ("node1", 2), ("both", 2)):
-        tools = crm_mon.install(tmp_path / runs_on, crm_mon.group_on(*(("node1", "node2") if runs_on == "both"
-                                                                        else (runs_on,))))
+    for runs_on, state in (("node2", 0), ("node1", 2), ("both", 2), ("stopped", 2)):
+        nodes = {"both": ("node1", "node2"), "stopped": ()}.get(runs_on, (runs_on,))
+        tools = crm_mon.install(tmp_path / runs_on, crm_mon.group_on(*nodes))
         (tools / "crm_node").write_text("#!/bin/sh\necho node1\n")
         (tools / "crm_node").chmod(0o755)
         run = run_plugin("check_kolab_storage", "--path", str(spool), "--expect", "mounted",
@@ -269,8 +269,20 @@ def test_nothing_mounted_where_pacemaker_has_moved_the_group_away_is_the_passive
         if runs_on == "node2":
             assert run.line.startswith(f"STORAGE OK - {spool} not mounted, as it should be on the passive node "
                                        "(the passive node now: Pacemaker runs kolab on node2)"), run.line
+        if state == 2:
+            assert f"{spool} is not mounted" in run.line, run.line
     run = check("--path", spool)  # no cluster tools to ask: a missing storage on the active node
     assert run.rc == 2, run.out
+    # and the other way: a node set passive that the whole group now runs on must have the storage
+    for runs_on, state in (("node1", 2), ("node2", 0)):
+        run = run_plugin("check_kolab_storage", "--path", str(spool), "--expect", "unmounted",
+                         PATH=f"{tmp_path / runs_on}:/usr/bin:/bin")
+        assert_plugin_output(run.out, run.rc)
+        assert run.rc == state, (runs_on, run.out)
+    assert run.line.startswith(f"STORAGE OK - {spool} not mounted, as it should be on the passive node"), run.line
+    run = run_plugin("check_kolab_storage", "--path", str(spool), "--expect", "unmounted",
+                     PATH=f"{tmp_path / 'node1'}:/usr/bin:/bin")
+    assert run.line.endswith("; the active node now: Pacemaker runs kolab here") and "is not mounted" in run.line, run.line
 
 
 def test_not_mounted_on_the_passive_node_is_ok(disk, tmp_path) -> None:
