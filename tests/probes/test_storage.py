@@ -282,7 +282,8 @@ def test_nothing_mounted_where_pacemaker_has_moved_the_group_away_is_the_passive
     assert run.line.startswith(f"STORAGE OK - {spool} not mounted, as it should be on the passive node"), run.line
     run = run_plugin("check_kolab_storage", "--path", str(spool), "--expect", "unmounted",
                      PATH=f"{tmp_path / 'node1'}:/usr/bin:/bin")
-    assert run.line.endswith("; the active node now: Pacemaker runs kolab here") and "is not mounted" in run.line, run.line
+    assert "is not mounted" in run.line, run.line
+    assert run.line.endswith("; the active node now: Pacemaker runs kolab here"), run.line
 
 
 def test_not_mounted_on_the_passive_node_is_ok(disk, tmp_path) -> None:
