@@ -140,11 +140,13 @@ def decide(event: Event, rules: Rules, cluster: Cluster, now: float, last_move: 
         return Decision(REFUSE, "group active on more than one node: fencing must settle this, not a move")
     if not cluster.quorate:
         return Decision(REFUSE, "no quorum: this partition may not move anything")
-    # before "runs nowhere": right after a move the group is still starting, and that move is the news
-    if last_move is not None and now - last_move.epoch < rules.cooldown:
-        return Decision(REFUSE, f"cool-down: {last_move.words(now)} (< {rules.cooldown:.0f} s)", cooldown=True)
-    if cluster.active is None:
-        return Decision(REFUSE, "the group runs nowhere: nothing to move (see check_kolab_heartbeat)")
+    cooling = last_move is not None and now - last_move.epoch < rules.cooldown
+    cooldown = f"cool-down: {last_move.words(now)} (< {rules.cooldown:.0f} s)" if last_move and cooling else ""
+    if cluster.active is None:  # (a group still starting is a transition, above): say the last move too
+        return Decision(REFUSE, "the group runs nowhere: nothing to move (see check_kolab_heartbeat)" +
+                        (f"; {cooldown}" if cooldown else ""), cooldown=bool(cooldown))
+    if cooldown:
+        return Decision(REFUSE, cooldown, cooldown=True)
     if cluster.passive is None:
         return Decision(REFUSE, "no passive node to move to")
     if not cluster.passive_online:
