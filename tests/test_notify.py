@@ -280,6 +280,8 @@ def test_one_failed_channel_fails_the_notification_but_not_the_other(postfix, do
      "--nagios-env: NAGIOS_SERVICEOUTPUT is not in the environment (set enable_environment_macros=1 in nagios.cfg)"),
     ([*PROBLEM, "--to", ONCALL, "--nagios-env", "--comment", "x", "--author", "y"],
      "--author, --comment with --nagios-env: free text comes from Nagios's environment, not argv"),
+    ([*PROBLEM, "--to", ONCALL, "--nagios-env", "--host-output", "x"],  # a service's: no host output on argv
+     "--host-output with --nagios-env: free text comes from Nagios's environment, not argv"),
 ])
 def test_bad_macros_and_usage_are_unknown_in_one_line(args: list[str], words: str) -> None:
     run = notify_run(*args)

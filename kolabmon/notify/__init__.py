@@ -234,6 +234,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
 def settle(args: argparse.Namespace) -> None:
     """Check the macros and delivery options together; fill in the defaults, the password, the token."""
     _check_macros(args)
+    if args.nagios_env and (args.output is not None or args.host_output is not None):
+        runtime.nagios_env(args, {"output": "SERVICEOUTPUT", "host_output": "HOSTOUTPUT"})  # refuses both
     output = {"output": "SERVICEOUTPUT"} if args.service else {"host_output": "HOSTOUTPUT"}
     runtime.nagios_env(args, output | {"author": "NOTIFICATIONAUTHOR", "comment": "NOTIFICATIONCOMMENT"})
     _record(args)
