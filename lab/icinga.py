@@ -102,12 +102,7 @@ class LabIcinga:
     # --- start / stop ------------------------------------------------------------------------
 
     def start(self, timeout: float = 60) -> None:
-        for sub in ("data", "log", "cache", "spool/perfdata", "run", "etc", "mail"):
-            (self.dir / sub).mkdir(parents=True, exist_ok=True)
-        os.chmod(self.dir, 0o755)
-        self.start_mail()
-        self.takeover = takeover_config.write(self.dir / "takeover", cooldown=300, fence=True,
-                                              notify=self.notify_command())
+        self.prepare("data", "log", "cache", "spool/perfdata", "run", "etc")
         main = self.write_config()
         check = subprocess.run(self.icinga2("daemon", "-C", "-c", str(main)), capture_output=True, text=True,
                                env=self.env(), timeout=60)
@@ -116,11 +111,26 @@ class LabIcinga:
         with open(self.dir / "icinga2.out", "wb") as out:
             self.proc = subprocess.Popen(self.icinga2("daemon", "-c", str(main)), env=self.env(), stdout=out,
                                          stderr=subprocess.STDOUT, start_new_session=True)
+        self.wait_first_check("Icinga", self.dir / "icinga2.out", timeout)
+
+    def prepare(self, *subdirs: str) -> None:
+        """What every lab monitor starts with: its directories, the on-call mail servers, and the
+        monitoring host's takeover config (fence first, a 300 s cool-down, its own TAKEOVER mails)."""
+        for sub in (*subdirs, "mail"):
+            (self.dir / sub).mkdir(parents=True, exist_ok=True)
+        os.chmod(self.dir, 0o755)
+        self.start_mail()
+        self.takeover = takeover_config.write(self.dir / "takeover", cooldown=300, fence=True,
+                                              notify=self.notify_command())
+
+    def wait_first_check(self, name: str, log: Path, timeout: float) -> None:
+        """Until the daemon in self.proc has recorded an imap result; LabError with its log's tail when
+        it exits or `timeout` s pass first."""
         deadline = time.monotonic() + timeout
         while not any(r.service == "imap" for r in self.results()):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                tail = (self.dir / "icinga2.out").read_text(errors="replace")[-1500:]
-                raise servers.LabError(f"Icinga did not check imap within {timeout:.0f} s: {tail}")
+            if (self.proc is not None and self.proc.poll() is not None) or time.monotonic() > deadline:
+                tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
+                raise servers.LabError(f"{name} did not check imap within {timeout:.0f} s: {tail}")
             time.sleep(0.5)
 
     def notify_command(self) -> list[str]:
@@ -226,8 +236,7 @@ include "etc/kolabmon/notifications.conf"
         # every service gives up on a hung server after the same time, so each turns HARD as fast
         plugin_timeouts = "".join(f"  vars.kolab_{name}_timeout = {PLUGIN_TIMEOUT}\n"
                                   for name in ("imap", "smtp", "ldap", "freebusy", "roundtrip"))
-        # the role fallback (until the first heartbeat result) as an admin writes it: where the group runs now
-        active = lab.Cluster().active_node() or "node1"
+        active = active_at_install()
         nl = "\n"
         return f"""object User "oncall" {{ email = "{ONCALL}" }}
 
@@ -285,6 +294,12 @@ object Host "{node}" {{
         proc = subprocess.run(["ip", "netns", "exec", "monitor", str(BIN / "python"), "-c", script],
                               input=servers.USERS[ONCALL] + "\n", capture_output=True, text=True, timeout=30)
         return json.loads(proc.stdout) if proc.returncode == 0 and proc.stdout.strip() else []
+
+
+def active_at_install() -> str:
+    """The node role a lab host is configured with (Icinga's fallback until the first heartbeat result,
+    Nagios's storage expectation), as an admin writes it: where the group runs now."""
+    return lab.Cluster().active_node() or "node1"
 
 
 def said(mail: dict) -> str:

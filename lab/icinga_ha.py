@@ -497,11 +497,7 @@ class LabDistributedIcinga(lab_icinga.LabIcinga):
     MASTERS = ("master1", "master2")
 
     def start(self, timeout: float = 120) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.dir, 0o755)
-        self.start_mail()
-        self.takeover = takeover_config.write(self.dir / "takeover", cooldown=300, fence=True,
-                                              notify=self.notify_command())
+        self.prepare()
         on_node = {node: takeover_config.write(self.dir / f"takeover-{node}", cooldown=300, fence=True, on_node=True)
                    for node in lab.NODES}
         monitor = ("ip", "netns", "exec", "monitor")

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 from lab import cluster as lab
-from lab import icinga, servers, takeover_config
+from lab import icinga, servers
 from lab.icinga import ATTEMPTS, BIN, CHECK, ONCALL, PLUGIN_TIMEOUT, RETRY, ROOT, USER
 
 NAGIOS4 = shutil.which("nagios4") or "/usr/sbin/nagios4"
@@ -25,16 +24,34 @@ FORMAT = "\\t".join(f"${m}$" for m in ("LASTSERVICECHECK", "HOSTNAME", "SERVICED
                                        "SERVICESTATETYPE", "SERVICEATTEMPT", "SERVICEOUTPUT"))
 
 
+# nagios.cfg as nagios/README.md asks for it, and what kolabmon's handler and mails need switched on
+# (the lab's Nagios and tests/nagios/test_daemon.py both run with these)
+README_SETTINGS = (
+    "event_handler_timeout=300", "notification_timeout=40", "service_check_timeout=60",
+    "enable_environment_macros=1", "illegal_macro_output_chars=`~$&|'\"<>",
+    "illegal_object_name_chars=`~!$%^&*|'\"<>?,()=",
+    "check_external_commands=1", "enable_event_handlers=1", "enable_notifications=1",
+    "log_event_handlers=1", "log_notifications=1",
+)
+
+
+def state_files(d: Path) -> list[str]:
+    """nagios.cfg lines that put every file Nagios writes under `d` (made here), nothing kept across runs."""
+    for sub in ("checkresults", "tmp"):
+        (d / sub).mkdir(parents=True, exist_ok=True)
+    return [f"log_file={d / 'nagios.log'}", f"object_cache_file={d / 'objects.cache'}",
+            f"precached_object_file={d / 'objects.precache'}", f"status_file={d / 'status.dat'}",
+            f"temp_file={d / 'nagios.tmp'}", f"temp_path={d / 'tmp'}", f"lock_file={d / 'nagios.pid'}",
+            f"check_result_path={d / 'checkresults'}", f"command_file={d / 'nagios.cmd'}",
+            f"query_socket={d / 'nagios.qh'}", f"state_retention_file={d / 'retention.dat'}",
+            "retain_state_information=0", "use_syslog=0"]
+
+
 class LabNagios(icinga.LabIcinga):
     """LabIcinga's mail, audit and result readers; Nagios's daemon and objects."""
 
     def start(self, timeout: float = 60) -> None:
-        for sub in ("spool/perfdata", "etc", "mail", "checkresults", "tmp"):
-            (self.dir / sub).mkdir(parents=True, exist_ok=True)
-        self.dir.chmod(0o755)
-        self.start_mail()
-        self.takeover = takeover_config.write(self.dir / "takeover", cooldown=300, fence=True,
-                                              notify=self.notify_command())
+        self.prepare("spool/perfdata", "etc")
         main = self.write_config()
         check = subprocess.run(["ip", "netns", "exec", "monitor", NAGIOS4, "-v", str(main)], capture_output=True,
                                text=True, timeout=60)
@@ -43,13 +60,7 @@ class LabNagios(icinga.LabIcinga):
         with open(self.dir / "nagios.out", "wb") as out:
             self.proc = subprocess.Popen(["ip", "netns", "exec", "monitor", NAGIOS4, str(main)], stdout=out,
                                          stderr=subprocess.STDOUT, start_new_session=True, env=self.env())
-        deadline = time.monotonic() + timeout
-        while not any(r.service == "imap" for r in self.results()):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                tail = (self.dir / "nagios.log").read_text(errors="replace")[-1500:] \
-                    if (self.dir / "nagios.log").exists() else ""
-                raise servers.LabError(f"Nagios did not check imap within {timeout:.0f} s: {tail}")
-            time.sleep(0.5)
+        self.wait_first_check("Nagios", self.dir / "nagios.log", timeout)
 
     def write_config(self) -> Path:
         etc = self.dir / "etc"
@@ -58,27 +69,17 @@ class LabNagios(icinga.LabIcinga):
         (etc / "resource.cfg").write_text(f"$USER1$=/usr/lib/nagios/plugins\n$USER3$={BIN}\n")
         (etc / "lab-cluster.cfg").write_text(self.objects())
         main = self.dir / "nagios.cfg"
-        d = self.dir
         main.write_text("\n".join([
             "# the lab's Nagios: the shipped nagios/ objects + the lab cluster's hosts",
             f"cfg_file={etc / 'commands.cfg'}", f"cfg_file={etc / 'templates.cfg'}",
             f"cfg_file={etc / 'lab-cluster.cfg'}", f"resource_file={etc / 'resource.cfg'}",
-            f"log_file={d / 'nagios.log'}", f"object_cache_file={d / 'objects.cache'}",
-            f"precached_object_file={d / 'objects.precache'}", f"status_file={d / 'status.dat'}",
-            f"temp_file={d / 'nagios.tmp'}", f"temp_path={d / 'tmp'}", f"lock_file={d / 'nagios.pid'}",
-            f"check_result_path={d / 'checkresults'}", f"command_file={d / 'nagios.cmd'}",
-            f"query_socket={d / 'nagios.qh'}", f"state_retention_file={d / 'retention.dat'}",
-            "retain_state_information=0", "use_syslog=0", "log_event_handlers=1", "log_notifications=1",
-            "nagios_user=root", "nagios_group=root", "check_external_commands=1",
+            *state_files(self.dir), "nagios_user=root", "nagios_group=root",
             # seconds, not minutes, and every check scheduled at once: the lab's timing (lab/icinga.py)
             "interval_length=1", "service_inter_check_delay_method=n", "host_inter_check_delay_method=n",
             "max_service_check_spread=1", "max_host_check_spread=1", "status_update_interval=1",
-            # what nagios/README.md tells an admin to set
-            "event_handler_timeout=300", "notification_timeout=40", "service_check_timeout=60",
-            "enable_environment_macros=1", "illegal_macro_output_chars=`~$&|'\"<>",
-            "enable_event_handlers=1", "enable_notifications=1", "enable_flap_detection=1",
+            *README_SETTINGS, "enable_flap_detection=1",
             # every check result, one line: the tests read it as they read Icinga's
-            "process_performance_data=1", f"service_perfdata_file={d / 'spool' / 'perfdata' / 'results'}",
+            "process_performance_data=1", f"service_perfdata_file={self.dir / 'spool' / 'perfdata' / 'results'}",
             f"service_perfdata_file_template={FORMAT}", "service_perfdata_file_mode=a",
             "service_perfdata_file_processing_interval=0",
             "",
@@ -93,7 +94,7 @@ class LabNagios(icinga.LabIcinga):
         notify = (f"--from nagios@example.org --smtp-host 127.0.0.1 --smtp-port {mail['postfix']['ports']['smtp']}"
                   f" --starttls --ca-file {mail['certs']['ca']} -u {ONCALL} --password-file {self.dir / 'oncall.pw'}")
         timing = f"check_interval {CHECK}\n    retry_interval {RETRY}\n    max_check_attempts {ATTEMPTS}"
-        active = lab.Cluster().active_node() or "node1"
+        active = icinga.active_at_install()
         hosts = f"""define contact {{
     contact_name    oncall
     use             kolab-contact

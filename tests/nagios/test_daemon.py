@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pytest
 
+from lab import nagios as lab_nagios
 from lab import servers
 from tests.helpers import BIN, clean_env
 from tests.nagios.test_config import NAGIOS, NAGIOS4, needs_nagios
@@ -95,25 +96,17 @@ define contact {{
 def main_config(tmp: Path, objects_file: Path) -> Path:
     """nagios.cfg with every file in tmp and the settings nagios/README.md asks for."""
     state = tmp / "state"
-    (state / "checkresults").mkdir(parents=True)
     resource = tmp / "resource.cfg"
     resource.write_text(f"$USER1$=/usr/lib/nagios/plugins\n$USER3$={BIN}\n")
     main = tmp / "nagios.cfg"
     main.write_text("\n".join([
         f"cfg_dir={NAGIOS}", f"cfg_file={objects_file}", f"resource_file={resource}",
-        f"log_file={state}/nagios.log", f"object_cache_file={state}/objects.cache",
-        f"precached_object_file={state}/objects.precache", f"status_file={state}/status.dat",
-        f"command_file={state}/nagios.cmd", f"query_socket={state}/nagios.qh", f"lock_file={state}/nagios.pid",
-        f"temp_file={state}/nagios.tmp", f"temp_path={state}", f"check_result_path={state}/checkresults",
-        f"debug_file={state}/nagios.debug", "retain_state_information=0", "use_syslog=0",
+        *lab_nagios.state_files(state), f"debug_file={state}/nagios.debug",
         # nagios4 refuses no user, but drops to nagios_user: stay who we are
         f"nagios_user={pwd.getpwuid(os.getuid()).pw_name}", f"nagios_group={grp.getgrgid(os.getgid()).gr_name}",
-        "check_external_commands=1", "accept_passive_service_checks=1", "accept_passive_host_checks=1",
-        "enable_notifications=1", "enable_event_handlers=1", "check_result_reaper_frequency=1",
-        "log_notifications=1", "log_event_handlers=1", "log_external_commands=1", "log_passive_checks=1",
-        "interval_length=60", "service_check_timeout=60", "event_handler_timeout=300", "notification_timeout=40",
-        "illegal_macro_output_chars=`~$&|'\"<>", "illegal_object_name_chars=`~!$%^&*|'\"<>?,()=",
-        "enable_environment_macros=1",
+        *lab_nagios.README_SETTINGS, "interval_length=60",
+        "accept_passive_service_checks=1", "accept_passive_host_checks=1", "check_result_reaper_frequency=1",
+        "log_external_commands=1", "log_passive_checks=1",
         "",
     ]))
     return main
